@@ -1,0 +1,66 @@
+"""The interface every tuning method shares, so the trainer and evaluators never branch on a name."""
+
+from __future__ import annotations
+
+import abc
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any, ClassVar
+
+from torch import nn
+
+
+@dataclass
+class MethodSettings:
+    """Hyper-parameters of a method; subclasses add fields with their defaults.
+
+    Field names are shared across methods where they mean the same thing (`rank`, `prompt_length`,
+    `num_layers`), so one column of the results table holds one quantity.
+    """
+
+    learning_rate: float = 1e-3
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], *, method: str) -> "MethodSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(
+                f"unknown hyper-parameter {unknown[0]!r} for method {method!r}; "
+                f"known ones are {sorted(known)}"
+            )
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+class TuningMethod(abc.ABC):
+    """A way of tuning a frozen causal LM: build, save and load its trainable part.
+
+    `build` returns a model whose forward and `generate` behave like the base model's and whose
+    only trainable parameters are the method's own.
+    """
+
+    name: ClassVar[str]
+    settings_class: ClassVar[type[MethodSettings]] = MethodSettings
+
+    def __init__(self, settings: MethodSettings | None = None, **values: Any):
+        self.settings = settings if settings is not None else self.settings_class.from_dict(values, method=self.name)
+
+    @abc.abstractmethod
+    def build(self, base_model: nn.Module) -> nn.Module:
+        """Wrap `base_model` with the method, leaving only the method's parameters trainable."""
+
+    @abc.abstractmethod
+    def save(self, model: nn.Module, directory: Path) -> None:
+        """Write what `load` needs to rebuild the tuned model onto a fresh base model."""
+
+    @abc.abstractmethod
+    def load(self, base_model: nn.Module, directory: Path) -> nn.Module:
+        """Rebuild the tuned model from `directory` onto `base_model`, ready for inference."""
+
+    @staticmethod
+    def trainable_parameters(model: nn.Module) -> int:
+        return sum(p.numel() for p in model.parameters() if p.requires_grad)
+

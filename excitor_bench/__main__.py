@@ -1,0 +1,4 @@
+from excitor_bench.cli import main
+import sys
+
+sys.exit(main())

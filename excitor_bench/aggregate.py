@@ -1,0 +1,118 @@
+"""Collect evaluation results into results/runs.csv (one row per run) and results/table.csv (per setting)."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from excitor_bench.errors import UserError
+
+log = logging.getLogger(__name__)
+
+BASE = "base"
+MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "other")
+TRAINING_FIGURES = (
+    "trainable_parameters",
+    "total_parameters",
+    "train_seconds",
+    "peak_memory_mb",
+    "tokens_per_second",
+    "adapter_bytes",
+    "final_loss",
+)
+# Columns that identify a row; everything numeric after them is a metric or a figure.
+KEY_COLUMNS = ("method", "setting", "seed")
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; rerun the workflow to produce it") from None
+    except json.JSONDecodeError as error:
+        raise UserError(f"{path} is not valid JSON ({error}); delete it and rerun the workflow") from None
+
+
+def metrics_of(evaluation: dict[str, Any]) -> dict[str, float]:
+    """Flatten one evaluation result into named metric columns."""
+    if evaluation["evaluation"] == "mmlu":
+        metrics = {"mmlu_accuracy": evaluation["accuracy"]}
+        for category in MMLU_CATEGORIES:
+            if category in evaluation.get("categories", {}):
+                metrics[f"mmlu_{category}"] = evaluation["categories"][category]
+        return metrics
+    return {"instruction_exact_match": evaluation["exact_match"]}
+
+
+def run_row(run: str, evaluations: list[dict[str, Any]]) -> dict[str, Any]:
+    """Build the row of one run: its identity, hyper-parameters, metrics and training figures."""
+    row: dict[str, Any]
+    if run == BASE:
+        row = {"method": BASE, "setting": BASE, "seed": pd.NA}
+    else:
+        run_dir = Path(run)
+        spec = read_json(run_dir / "spec.json")
+        figures = read_json(run_dir / "train.json")
+        row = {"method": spec["method"], "setting": spec["setting"], "seed": spec["seed"]}
+        row.update({f"hp_{name}": json.dumps(value) if isinstance(value, (list, dict)) else value
+                    for name, value in spec["hyperparameters"].items()})
+        row.update({name: figures[name] for name in TRAINING_FIGURES})
+        row["trainable_percent"] = 100 * figures["trainable_parameters"] / figures["total_parameters"]
+    for evaluation in evaluations:
+        row.update(metrics_of(evaluation))
+    return row
+
+
+def build_runs_table(evaluation_files: list[Path]) -> pd.DataFrame:
+    """Return one row per run; knowledge retained and instruction gain are changes from the base row."""
+    by_run: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for path in evaluation_files:
+        evaluation = read_json(path)
+        by_run[evaluation["run"]].append(evaluation)
+    if BASE not in by_run:
+        raise UserError("no evaluation of the base model among the inputs; the base row is the reference")
+
+    runs = pd.DataFrame([run_row(run, evaluations) for run, evaluations in sorted(by_run.items())])
+    base = runs[runs["method"] == BASE].iloc[0]
+    if "mmlu_accuracy" in runs:
+        runs["knowledge_retained"] = runs["mmlu_accuracy"] - base["mmlu_accuracy"]
+    if "instruction_exact_match" in runs:
+        runs["instruction_gain"] = runs["instruction_exact_match"] - base["instruction_exact_match"]
+
+    order = {BASE: 0}
+    runs["_order"] = runs["method"].map(lambda m: order.get(m, 1))
+    runs = runs.sort_values(["_order", "method", "setting", "seed"], kind="stable").drop(columns="_order")
+    hyperparameters = sorted(c for c in runs.columns if c.startswith("hp_"))
+    others = [c for c in runs.columns if c not in KEY_COLUMNS and c not in hyperparameters]
+    return runs[list(KEY_COLUMNS) + hyperparameters + others].reset_index(drop=True)
+
+
+def summarize(runs: pd.DataFrame) -> pd.DataFrame:
+    """Return the mean and standard deviation over seeds of every metric, per method and setting."""
+    hyperparameters = [c for c in runs.columns if c.startswith("hp_")]
+    metrics = [c for c in runs.columns if c not in KEY_COLUMNS and c not in hyperparameters]
+    rows = []
+    for (method, setting), group in runs.groupby(["method", "setting"], sort=False):
+        row: dict[str, Any] = {"method": method, "setting": setting, "n_seeds": int(group["seed"].notna().sum())}
+        for name in hyperparameters:
+            row[name] = group[name].iloc[0]
+        for name in metrics:
+            values = pd.to_numeric(group[name], errors="coerce").dropna()
+            row[f"{name}_mean"] = values.mean() if len(values) else pd.NA
+            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0 if len(values) else pd.NA
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def aggregate(evaluation_files: list[Path], runs_csv: Path, table_csv: Path) -> None:
+    runs = build_runs_table(evaluation_files)
+    table = summarize(runs)
+    runs_csv.parent.mkdir(parents=True, exist_ok=True)
+    runs.to_csv(runs_csv, index=False, float_format="%.6g")
+    table.to_csv(table_csv, index=False, float_format="%.6g")
+    log.info("wrote %d runs to %s and %d settings to %s", len(runs), runs_csv, len(table), table_csv)

@@ -1,0 +1,42 @@
+"""Validation of the workflow config against workflow/schemas/config.schema.yaml, with one-line errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+import yaml
+
+from excitor_bench.errors import UserError
+
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+
+
+def load_schema() -> dict[str, Any]:
+    return yaml.safe_load(SCHEMA_PATH.read_text(encoding="utf-8"))
+
+
+def describe(error: jsonschema.ValidationError) -> str:
+    """Turn a schema violation into a sentence that names the key, the value and the fix."""
+    where = ".".join(str(part) for part in error.absolute_path) or "the top level"
+    if error.validator == "additionalProperties":
+        allowed = sorted(error.schema.get("properties", {}))
+        unknown = sorted(set(error.instance) - set(allowed))
+        return f"unknown key {unknown[0]!r} in {where}; known keys are {allowed} (check the spelling)"
+    if error.validator == "required":
+        return f"{where} is missing a required key: {error.message}; see config/README.md"
+    if error.validator == "type":
+        expected = error.validator_value
+        return f"{where} is {error.instance!r}, which is not of type {expected}; give a value of that type"
+    if error.validator == "enum":
+        return f"{where} is {error.instance!r}; use one of {error.validator_value}"
+    return f"{where}: {error.message}"
+
+
+def validate_config(config: dict[str, Any], config_file: str = "the config") -> None:
+    """Raise UserError for the first schema violation of `config`, naming the file it came from."""
+    validator = jsonschema.Draft202012Validator(load_schema())
+    errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
+    if errors:
+        raise UserError(f"{config_file}: {describe(errors[0])}")

@@ -1,0 +1,97 @@
+"""Expand the ablation grid declared in the config into runs: one per (method, setting, seed).
+
+Each method has `defaults` (its hyper-parameters, learning rate included) and an `ablation` table of
+axes, each a list of values. In "one_at_a_time" mode, as in papers' ablation tables, every axis is varied
+alone around the defaults; in "factorial" mode every combination runs.
+"""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+from typing import Any
+
+from baselines import METHODS
+from excitor_bench.errors import UserError
+
+GRID_MODES = ("one_at_a_time", "factorial")
+
+# Short names used in setting identifiers (folder names); other axes use their own name.
+AXIS_ABBREVIATIONS = {"rank": "r", "prompt_length": "k", "num_layers": "l", "learning_rate": "lr"}
+
+
+@dataclass(frozen=True)
+class Setting:
+    method: str
+    setting_id: str
+    hyperparameters: dict[str, Any]
+
+
+def format_value(value: Any) -> str:
+    if value is None:
+        return "auto"
+    if isinstance(value, float):
+        return format(value, "g")
+    if isinstance(value, (list, tuple)):
+        return "+".join(format_value(item) for item in value)
+    return str(value)
+
+
+def setting_id(axes: list[str], hyperparameters: dict[str, Any]) -> str:
+    """Name a setting by the values of its method's ablation axes, e.g. "r16_k30_l2"."""
+    if not axes:
+        return "default"
+    return "_".join(f"{AXIS_ABBREVIATIONS.get(axis, axis)}{format_value(hyperparameters[axis])}" for axis in axes)
+
+
+def method_settings(method: str, entry: dict[str, Any], mode: str, config_file: str) -> list[Setting]:
+    """Return the settings of one method, validated against the method's own hyper-parameters."""
+    if method not in METHODS:
+        raise UserError(
+            f"unknown method {method!r} under 'methods' in {config_file}; "
+            f"use one of {sorted(METHODS)} or remove it"
+        )
+    defaults = dict(entry.get("defaults") or {})
+    ablation = dict(entry.get("ablation") or {})
+    settings_class = METHODS[method].settings_class
+    try:
+        resolved = settings_class.from_dict(defaults, method=method).to_dict()
+    except (TypeError, ValueError) as error:
+        raise UserError(f"methods.{method}.defaults in {config_file}: {error}") from None
+    for axis, values in ablation.items():
+        if axis not in resolved:
+            raise UserError(
+                f"unknown ablation axis {axis!r} for method {method!r} in {config_file}; "
+                f"use one of {sorted(resolved)}"
+            )
+        if not isinstance(values, list) or not values:
+            raise UserError(
+                f"methods.{method}.ablation.{axis} in {config_file} is {values!r}; give a non-empty list of values"
+            )
+
+    axes = list(ablation)  # declared order, so names read as the config does
+    if mode == "factorial":
+        combinations = [dict(zip(axes, values)) for values in itertools.product(*(ablation[a] for a in axes))]
+    else:
+        combinations = [{}] + [{axis: value} for axis in axes for value in ablation[axis]]
+
+    settings: dict[str, Setting] = {}
+    for changes in combinations:
+        hyperparameters = {**resolved, **changes}
+        identifier = setting_id(axes, hyperparameters)
+        settings.setdefault(identifier, Setting(method, identifier, hyperparameters))
+    return list(settings.values())
+
+
+def expand_grid(config: dict[str, Any], config_file: str = "the config") -> list[Setting]:
+    """Return every (method, setting) of the config, in the order methods are declared."""
+    mode = config.get("grid", "one_at_a_time")
+    if mode not in GRID_MODES:
+        raise UserError(f"grid is {mode!r} in {config_file}; use one of {list(GRID_MODES)}")
+    methods = config.get("methods") or {}
+    if not methods:
+        raise UserError(f"the grid is empty: 'methods' in {config_file} lists no method; add at least one")
+    settings: list[Setting] = []
+    for method, entry in methods.items():
+        settings.extend(method_settings(method, entry or {}, mode, config_file))
+    return settings

@@ -1,0 +1,161 @@
+"""One trainer for every tuning method: same data order, optimiser, schedule and step budget.
+
+Read top to bottom: set up, then the loop, then what a run records. The only thing that depends on
+the method is which parameters train (the method decides) and the learning rate (its own setting).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import resource
+import time
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+from transformers import get_cosine_schedule_with_warmup
+
+from baselines import get_method
+from excitor_bench.data import collate, load_alpaca, tokenize_example
+from excitor_bench.errors import UserError
+from excitor_bench.models import load_base_model, resolve_device, resolve_dtype
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainingSettings:
+    """The budget and schedule that every method shares."""
+
+    steps: int = 150
+    batch_size: int = 16
+    max_length: int = 128
+    warmup_steps: int = 10
+    weight_decay: float = 0.0
+    max_grad_norm: float = 1.0
+    log_every: int = 25
+    device: str = "auto"
+    dtype: str = "auto"
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> "TrainingSettings":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise UserError(f"unknown training setting {unknown[0]!r}; known settings are {sorted(known)}")
+        return cls(**values)
+
+
+def peak_memory_mb(device: torch.device) -> float:
+    """Peak memory of this process: allocated CUDA memory on a GPU, resident set size on the CPU."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def directory_size_bytes(directory: Path) -> int:
+    return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+
+
+def batch_order(num_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
+    """Return the example indices of every step: epochs of seeded permutations, the same for every method."""
+    generator = torch.Generator().manual_seed(seed)
+    needed = steps * batch_size
+    indices: list[int] = []
+    while len(indices) < needed:
+        indices.extend(torch.randperm(num_examples, generator=generator).tolist())
+    return [indices[step * batch_size : (step + 1) * batch_size] for step in range(steps)]
+
+
+def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
+    """Train one run described by `spec` and write its adapter, spec and figures under `out_dir`.
+
+    `spec` holds `method`, `hyperparameters` (including `learning_rate`), `seed`, `training` (see
+    TrainingSettings), `base_model` (a folder or hub id) and `train_data` (an Alpaca JSON file).
+    """
+    out_dir = Path(out_dir)
+    settings = TrainingSettings.from_dict(spec.get("training", {}))
+    seed = int(spec["seed"])
+    torch.manual_seed(seed)
+
+    device = resolve_device(settings.device)
+    dtype = resolve_dtype(settings.dtype, device)
+    examples = load_alpaca(Path(spec["train_data"]))
+    base_model, tokenizer = load_base_model(spec["base_model"], device=device, dtype=dtype)
+    try:
+        method = get_method(spec["method"], **spec["hyperparameters"])
+    except (KeyError, ValueError) as error:
+        raise UserError(f"invalid run {spec['method']}: {error}") from None
+
+    model = method.build(base_model)
+    model.train()
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    n_trainable = sum(p.numel() for p in trainable)
+    n_total = sum(p.numel() for p in model.parameters())
+    log.info("%s: %s trainable of %s parameters (%.3f %%)", method.name, f"{n_trainable:,}", f"{n_total:,}",
+             100 * n_trainable / n_total)
+
+    optimizer = torch.optim.AdamW(trainable, lr=method.settings.learning_rate, weight_decay=settings.weight_decay)
+    scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
+    encoded = [tokenize_example(example, tokenizer, settings.max_length) for example in examples]
+    steps = batch_order(len(encoded), settings.steps, settings.batch_size, seed)
+
+    losses: list[float] = []
+    tokens_seen = 0
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    start = time.perf_counter()
+    progress = tqdm(steps, desc=f"train {method.name}", unit="step", mininterval=2.0)
+    for step, indices in enumerate(progress, start=1):
+        batch = {key: value.to(device) for key, value in collate([encoded[i] for i in indices],
+                                                                  tokenizer.pad_token_id).items()}
+        loss = model(**batch).loss
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
+        optimizer.step()
+        scheduler.step()
+        optimizer.zero_grad(set_to_none=True)
+
+        if not math.isfinite(loss.item()):
+            raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate of {method.name}")
+        losses.append(loss.item())
+        tokens_seen += int(batch["attention_mask"].sum())
+        if step % settings.log_every == 0 or step == settings.steps:
+            elapsed = time.perf_counter() - start
+            log.info("step %d/%d  loss %.4f  %.0f tokens/s  peak memory %.0f MiB", step, settings.steps,
+                     loss.item(), tokens_seen / elapsed, peak_memory_mb(device))
+            progress.set_postfix(loss=f"{loss.item():.3f}")
+    train_seconds = time.perf_counter() - start
+
+    adapter_dir = out_dir / "adapter"
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    method.save(model, adapter_dir)
+
+    # The final loss averages the last tenth of the steps, because one batch is noisy.
+    tail = losses[-max(1, len(losses) // 10):]
+    figures = {
+        "trainable_parameters": n_trainable,
+        "total_parameters": n_total,
+        "train_seconds": round(train_seconds, 3),
+        "peak_memory_mb": round(peak_memory_mb(device), 1),
+        "tokens_per_second": round(tokens_seen / train_seconds, 1),
+        "adapter_bytes": directory_size_bytes(adapter_dir),
+        "final_loss": round(sum(tail) / len(tail), 6),
+        "device": device.type,
+        "dtype": str(dtype).removeprefix("torch."),
+    }
+    (out_dir / "train.json").write_text(json.dumps({"losses": losses, **figures}, indent=1) + "\n")
+    log.info("finished %s in %.1f s: final loss %.4f", method.name, train_seconds, figures["final_loss"])
+    return figures
+
+
+def write_spec(spec: dict[str, Any], out_dir: Path) -> None:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / "spec.json").write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+
+
+

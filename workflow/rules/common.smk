@@ -1,0 +1,84 @@
+# Helpers shared by the rules: config validation, the expanded grid and the paths of inputs.
+
+import json
+import shlex
+import sys
+from pathlib import Path
+
+from excitor_bench.config import validate_config
+from excitor_bench.errors import UserError
+from excitor_bench.grid import expand_grid
+
+
+CONFIG_FILES = ", ".join(str(path) for path in workflow.configfiles) or "the config"
+try:
+    validate_config(config, CONFIG_FILES)
+    SETTINGS = {(s.method, s.setting_id): s for s in expand_grid(config, CONFIG_FILES)}
+except UserError as error:
+    # A mistake in the config: one line, no traceback, and nothing already computed is touched.
+    sys.exit(f"error: {error}")
+SEEDS = [int(seed) for seed in config["seeds"]]
+EVALUATIONS = ["mmlu", "instructions"]
+
+# Rules call the excitor-bench command. Appending this interpreter's folder to PATH finds it when
+# snakemake was started as .venv/bin/snakemake without activating the environment, while a conda
+# environment (--sdm conda) still comes first.
+shell.prefix(f'export PATH="$PATH:{Path(sys.executable).parent}"; ')
+
+WORLD = "results/world"
+BASE_MODEL = config["base_model"]["path"] or "results/base_model"
+DATA = {
+    "alpaca": config["data"]["alpaca"] or f"{WORLD}/alpaca/train.json",
+    "mmlu": config["data"]["mmlu"] or f"{WORLD}/mmlu",
+    "instructions": config["data"]["instructions_test"] or f"{WORLD}/instructions/test.json",
+}
+
+
+def quoted_json(value):
+    return shlex.quote(json.dumps(value, sort_keys=True))
+
+
+def base_model_input(wildcards):
+    """The pretraining output when the tiny model is used; nothing to build for a given model."""
+    return [] if config["base_model"]["path"] else ["results/base_model/config.json"]
+
+
+def run_spec(wildcards):
+    """Everything the trainer needs for one run, recorded in the run folder as spec.json."""
+    setting = SETTINGS[(wildcards.method, wildcards.setting)]
+    return {
+        "method": setting.method,
+        "setting": setting.setting_id,
+        "hyperparameters": setting.hyperparameters,
+        "seed": int(wildcards.seed),
+        "training": config["training"],
+        "base_model": BASE_MODEL,
+        "train_data": DATA["alpaca"],
+    }
+
+
+def evaluation_data(wildcards):
+    """The file that must exist before an evaluation: for the world's MMLU, the file that lists its subjects."""
+    if wildcards.evaluation == "mmlu" and not config["data"]["mmlu"]:
+        return f"{WORLD}/mmlu/subjects.json"
+    return DATA[wildcards.evaluation]
+
+
+def evaluation_settings(wildcards):
+    return quoted_json({**config["evaluation"][wildcards.evaluation], **config["inference"]})
+
+
+def all_evaluations():
+    runs = [
+        f"results/runs/{method}/{setting}/seed{seed}/eval/{evaluation}.json"
+        for (method, setting) in SETTINGS
+        for seed in SEEDS
+        for evaluation in EVALUATIONS
+    ]
+    return [f"results/base/eval/{evaluation}.json" for evaluation in EVALUATIONS] + runs
+
+
+wildcard_constraints:
+    method="|".join(sorted({method for method, _ in SETTINGS})),
+    seed=r"\d+",
+    evaluation="|".join(EVALUATIONS),
