@@ -10,7 +10,9 @@ from snakemake.utils import min_version
 min_version("9.0")
 
 
-configfile: "config/config.yaml"
+# The built-in default, found beside this file so that --directory elsewhere still works.
+# --configfile FILE is merged over it, key by key.
+configfile: f"{workflow.basedir}/config/config.yaml"
 
 
 include: "workflow/rules/common.smk"

@@ -52,7 +52,8 @@ def method_settings(method: str, entry: dict[str, Any], mode: str, config_file: 
             f"use one of {sorted(METHODS)} or remove it"
         )
     defaults = dict(entry.get("defaults") or {})
-    ablation = dict(entry.get("ablation") or {})
+    # An axis set to null is dropped, like a method set to null.
+    ablation = {axis: values for axis, values in (entry.get("ablation") or {}).items() if values is not None}
     settings_class = METHODS[method].settings_class
     try:
         resolved = settings_class.from_dict(defaults, method=method).to_dict()
@@ -88,10 +89,11 @@ def expand_grid(config: dict[str, Any], config_file: str = "the config") -> list
     mode = config.get("grid", "one_at_a_time")
     if mode not in GRID_MODES:
         raise UserError(f"grid is {mode!r} in {config_file}; use one of {list(GRID_MODES)}")
-    methods = config.get("methods") or {}
+    # A method set to null is left out, so that a config merged over the default can drop one.
+    methods = {name: entry for name, entry in (config.get("methods") or {}).items() if entry is not None}
     if not methods:
-        raise UserError(f"the grid is empty: 'methods' in {config_file} lists no method; add at least one")
+        raise UserError(f"the grid is empty: 'methods' in {config_file} enables no method; add at least one")
     settings: list[Setting] = []
     for method, entry in methods.items():
-        settings.extend(method_settings(method, entry or {}, mode, config_file))
+        settings.extend(method_settings(method, entry, mode, config_file))
     return settings

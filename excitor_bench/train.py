@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from baselines import get_method
-from excitor_bench.data import collate, load_alpaca, tokenize_example
+from excitor_bench.data import IGNORE_INDEX, collate, load_alpaca, tokenize_example
 from excitor_bench.errors import UserError
 from excitor_bench.models import load_base_model, resolve_device, resolve_dtype
 
@@ -71,6 +71,19 @@ def batch_order(num_examples: int, steps: int, batch_size: int, seed: int) -> li
     return [indices[step * batch_size : (step + 1) * batch_size] for step in range(steps)]
 
 
+def encode_examples(examples, tokenizer, max_length: int, source: str) -> list[tuple[list[int], list[int]]]:
+    """Tokenize the examples, dropping those whose response would be cut away entirely by max_length."""
+    encoded = [tokenize_example(example, tokenizer, max_length) for example in examples]
+    kept = [pair for pair in encoded if any(label != IGNORE_INDEX for label in pair[1])]
+    if not kept:
+        raise UserError(f"no example of {source} fits training.max_length = {max_length} with any of its response; "
+                        "raise training.max_length")
+    if len(kept) < len(encoded):
+        log.warning("dropped %d of %d examples whose prompt alone exceeds max_length %d",
+                    len(encoded) - len(kept), len(encoded), max_length)
+    return kept
+
+
 def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Train one run described by `spec` and write its adapter, spec and figures under `out_dir`.
 
@@ -91,7 +104,11 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     except (KeyError, ValueError) as error:
         raise UserError(f"invalid run {spec['method']}: {error}") from None
 
-    model = method.build(base_model)
+    try:
+        model = method.build(base_model)
+    except ValueError as error:
+        raise UserError(f"cannot build {spec['method']} with {spec['hyperparameters']} on {spec['base_model']}: "
+                        f"{error}; change methods.{spec['method']} in the config") from None
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
@@ -101,7 +118,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
     optimizer = torch.optim.AdamW(trainable, lr=method.settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
-    encoded = [tokenize_example(example, tokenizer, settings.max_length) for example in examples]
+    encoded = encode_examples(examples, tokenizer, settings.max_length, spec["train_data"])
     steps = batch_order(len(encoded), settings.steps, settings.batch_size, seed)
 
     losses: list[float] = []

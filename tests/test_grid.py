@@ -31,6 +31,13 @@ def test_one_at_a_time_varies_one_axis():
     assert ids(settings, "full") == ["default"]
 
 
+def test_null_method_is_left_out():
+    config = grid_config()
+    config["methods"]["lora"] = None
+
+    assert ids(expand_grid(config), "lora") == []
+
+
 def test_factorial_runs_every_combination():
     settings = expand_grid(grid_config("factorial"))
 
@@ -57,6 +64,7 @@ def test_settings_carry_resolved_hyperparameters():
         ({"lora": {"ablation": {"depth": [1]}}}, "unknown ablation axis 'depth'"),
         ({"lora": {"ablation": {"rank": []}}}, "non-empty list"),
         ({}, "the grid is empty"),
+        ({"lora": None, "full": None}, "the grid is empty"),
     ],
 )
 def test_bad_grid_names_the_problem(methods, fragment):
