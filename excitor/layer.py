@@ -34,6 +34,9 @@ Queries and values still see the untouched x, so only how much attention each to
 changes. RoPE, grouped-query attention, the KV cache and the attention kernel see an ordinary
 key tensor, and no attention matrix is built here. With g == 0 the key is
 W_k(x + 0 * mix) == W_k(x) bit for bit.
+At inference (autograd off) the default block folds W_down W_up P^T / sqrt(C) and g P into two
+small matrices once, and reuses them for every decoding step until a parameter changes.
+
 NOTE: eager and SDPA attention are tested, but flash attention has not been run (it needs a GPU).
 """
 
@@ -147,6 +150,9 @@ class ExcitorKeyProjection(nn.Module):
         return weights @ prompts  # (B, T, K) @ (K, C) -> (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self._can_use_folded_weights():
+            return self._forward_folded(x)
+
         mix = self.prompt_mixture(x)  # (B, T, C)
         gate = self.excitor_gate.to(x.dtype)  # (1,) or (H_kv,)
 
@@ -157,6 +163,41 @@ class ExcitorKeyProjection(nn.Module):
         key = self.base_layer(x)  # (B, T, H_kv * d)
         extra_key = self._extra_key(mix)  # (B, T, H_kv * d)
         return key + self._apply_gate(gate, extra_key)  # (B, T, H_kv * d)
+
+    def _can_use_folded_weights(self) -> bool:
+        """Tell whether this call may use weights folded ahead of time: inference with the default block."""
+        return (
+            not torch.is_grad_enabled()
+            and self.prompt_offset is None
+            and self.config.gate == "layer"
+            and self.excitor_free_proj is None
+        )
+
+    def _folded_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        """Return W_down W_up P^T / sqrt(C) (C, K) and g P (K, C), recomputed only when a parameter changed.
+
+        Decoding calls the block once per new token, so folding the four small matmuls and the gate into
+        two matrices keeps Excitor's share of a decoding step small.
+        """
+        parameters = (self.excitor_prompts, self.excitor_down, self.excitor_up, self.excitor_gate)
+        # A parameter's _version grows with every in-place change (optimiser steps, load_state_dict).
+        key = (dtype, self.excitor_prompts.device, tuple(p._version for p in parameters),
+               tuple(p.data_ptr() for p in parameters))
+        cached = getattr(self, "_folded_cache", None)
+        if cached is None or cached[0] != key:
+            prompts = self.excitor_prompts.float()  # (K, C)
+            scale = 1.0 / math.sqrt(prompts.shape[-1])
+            score_weight = (self.excitor_down.float() @ (self.excitor_up.float() @ prompts.t())) * scale  # (C, K)
+            gated_prompts = self.excitor_gate.float() * prompts  # (K, C)
+            cached = (key, score_weight.to(dtype), gated_prompts.to(dtype))
+            self._folded_cache = cached
+        return cached[1], cached[2]
+
+    def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
+        score_weight, gated_prompts = self._folded_weights(x.dtype)
+        weights = torch.softmax(x @ score_weight, dim=-1, dtype=torch.float32).to(x.dtype)  # (B, T, K)
+        # x + g * mix, with g folded into the prompts: still x exactly when g == 0.
+        return self.base_layer(torch.addmm(x.flatten(0, -2), weights.flatten(0, -2), gated_prompts).view_as(x))
 
     def _extra_key(self, mix: torch.Tensor) -> torch.Tensor:
         if self.excitor_free_proj is not None:

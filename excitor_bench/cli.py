@@ -7,6 +7,7 @@
     excitor-bench evaluate     {mmlu,instructions} --base-model PATH [--run DIR] --data PATH --out FILE
     excitor-bench aggregate    --evaluations FILE [FILE ...] --runs-csv F --table-csv F [--plot PNG]
     excitor-bench plot         --runs-csv F --out PNG
+    excitor-bench benchmark    [--config YAML] [--model DIR] [--out JSON]
     excitor-bench grid         --config YAML
 
 JSON arguments take either inline JSON or the path of a JSON or YAML file. A mistake in the input
@@ -115,6 +116,14 @@ def command_plot(args: argparse.Namespace) -> None:
     plot_knowledge_vs_instructions(Path(args.runs_csv), Path(args.out))
 
 
+def command_benchmark(args: argparse.Namespace) -> None:
+    from excitor_bench.benchmark import run_benchmark, write_benchmark
+
+    config = parse_json_argument(args.config)
+    result = run_benchmark(args.model or config["base_model"].get("path"), config["base_model"], rounds=args.rounds)
+    write_benchmark(result, Path(args.out))
+
+
 def command_grid(args: argparse.Namespace) -> None:
     from excitor_bench.grid import expand_grid
 
@@ -174,6 +183,14 @@ def build_parser() -> argparse.ArgumentParser:
     plot.add_argument("--runs-csv", required=True, help="runs.csv written by aggregate")
     plot.add_argument("--out", required=True, help="output image (PNG, PDF or SVG)")
     plot.set_defaults(handler=command_plot)
+
+    benchmark = commands.add_parser("benchmark", help="time Excitor against LoRA and the base model")
+    benchmark.add_argument("--config", default="config/config.yaml", help="config whose base_model is measured")
+    benchmark.add_argument("--model", help="a saved model folder; default: base_model.path, else a random model "
+                                           "of the config's base_model sizes")
+    benchmark.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median is kept)")
+    benchmark.add_argument("--out", default="results/benchmark.json", help="output JSON file")
+    benchmark.set_defaults(handler=command_benchmark)
 
     grid = commands.add_parser("grid", help="list the (method, setting) pairs a config expands to")
     grid.add_argument("--config", required=True, help="config YAML")

@@ -70,7 +70,8 @@ def method_settings(method: str, entry: dict[str, Any], mode: str, config_file: 
                 f"methods.{method}.ablation.{axis} in {config_file} is {values!r}; give a non-empty list of values"
             )
 
-    axes = list(ablation)  # declared order, so names read as the config does
+    # The method's own field order, so a setting's name does not depend on how the config is ordered.
+    axes = [name for name in resolved if name in ablation]
     if mode == "factorial":
         combinations = [dict(zip(axes, values)) for values in itertools.product(*(ablation[a] for a in axes))]
     else:

@@ -582,3 +582,35 @@ def test_bf16_forward_backward(gate):
             assert parameter.dtype == torch.bfloat16, name
             assert parameter.grad.dtype == torch.bfloat16, name
             assert torch.isfinite(parameter.grad).all(), name
+
+
+# Folded weights at inference
+
+
+def test_folded_inference_matches_training_path():
+    model = get_excitor_model(tiny_base(), ExcitorConfig(rank=4, prompt_length=6))
+    perturb_excitor(model)
+    ids = input_ids()
+
+    with torch.enable_grad():
+        unfolded = model(input_ids=ids).logits.detach()
+    folded = logits_of(model, ids)
+
+    assert torch.allclose(folded, unfolded, atol=1e-4)
+
+
+def test_folded_weights_follow_optimiser_step():
+    model = get_excitor_model(tiny_base(), ExcitorConfig(rank=4, prompt_length=6))
+    perturb_excitor(model)
+    ids = input_ids()
+    before = logits_of(model, ids)  # fills the folded-weight cache
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+
+    lm_loss(model, ids).backward()
+    optimizer.step()
+    with torch.enable_grad():
+        expected = model(input_ids=ids).logits.detach()
+    after = logits_of(model, ids)
+
+    assert not torch.allclose(before, after)
+    assert torch.allclose(after, expected, atol=1e-4)

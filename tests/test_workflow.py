@@ -1,0 +1,96 @@
+"""The whole workflow on the micro config, run as a user runs it: through the snakemake command."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+MICRO_CONFIG = REPOSITORY / ".test" / "config" / "config.yaml"
+
+pytestmark = pytest.mark.slow
+
+
+def snakemake(workdir: Path, *arguments: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(REPOSITORY / "Snakefile"),
+               "--directory", str(workdir), "--cores", "2", *arguments]
+    return subprocess.run(command, capture_output=True, text=True, timeout=1200)
+
+
+@pytest.fixture(scope="module")
+def finished_workflow(tmp_path_factory) -> Path:
+    workdir = tmp_path_factory.mktemp("workflow")
+    result = snakemake(workdir, "results/table.csv", "--configfile", str(MICRO_CONFIG))
+    assert result.returncode == 0, result.stderr[-3000:]
+    return workdir
+
+
+def test_table_has_every_method(finished_workflow):
+    table = pd.read_csv(finished_workflow / "results" / "table.csv")
+
+    # The micro config: Excitor at ranks 2 and 4, one setting of each baseline, and the base row.
+    assert sorted(table["method"]) == ["base", "excitor", "excitor", "full", "llama_adapter", "lora", "prefix"]
+    assert set(table.loc[table["method"] == "excitor", "hp_rank"]) == {2, 4}
+    for column in ("mmlu_accuracy_mean", "instruction_exact_match_mean", "knowledge_retained_mean"):
+        assert table[column].notna().all(), column
+
+
+def test_runs_have_efficiency_figures(finished_workflow):
+    runs = pd.read_csv(finished_workflow / "results" / "runs.csv")
+    tuned = runs[runs["method"] != "base"]
+
+    for column in ("trainable_parameters", "train_seconds", "peak_memory_mb", "tokens_per_second",
+                   "adapter_bytes", "final_loss"):
+        assert (tuned[column] > 0).all(), column
+    full = tuned[tuned["method"] == "full"].iloc[0]
+    excitor = tuned[tuned["method"] == "excitor"].iloc[0]
+    assert excitor["trainable_parameters"] < full["trainable_parameters"]
+    assert excitor["adapter_bytes"] < full["adapter_bytes"]
+
+
+def test_plot_is_written(finished_workflow):
+    plot = finished_workflow / "results" / "plots" / "knowledge_vs_instructions.png"
+
+    assert plot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_second_call_has_nothing_to_do(finished_workflow):
+    result = snakemake(finished_workflow, "results/table.csv", "--dry-run", "--configfile", str(MICRO_CONFIG))
+
+    assert result.returncode == 0
+    assert "Nothing to be done" in result.stdout + result.stderr
+
+
+def test_failed_run_keeps_finished_ones(finished_workflow, tmp_path):
+    # Excitor on 5 of the micro model's 3 layers cannot be built, so only that run fails.
+    config = yaml.safe_load(MICRO_CONFIG.read_text())
+    config["methods"]["excitor"]["ablation"]["num_layers"] = [5]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(yaml.safe_dump(config))
+    adapter = finished_workflow / "results" / "runs" / "lora" / "r2" / "seed0" / "adapter"
+    modified = adapter.stat().st_mtime
+
+    result = snakemake(finished_workflow, "results/table.csv", "--configfile", str(broken))
+
+    assert result.returncode != 0
+    log = finished_workflow / "results" / "logs" / "train" / "excitor" / "r4_l5" / "seed0.log"
+    last_line = log.read_text().strip().splitlines()[-1]
+    assert last_line.startswith("error:")
+    assert "num_layers" in last_line
+    assert adapter.stat().st_mtime == modified
+
+
+def test_misspelt_key_is_one_line(tmp_path):
+    config = tmp_path / "typo.yaml"
+    config.write_text("seedz: [0]\n")
+
+    result = snakemake(tmp_path, "--dry-run", "--configfile", str(config))
+
+    assert result.returncode != 0
+    assert "error:" in result.stderr
+    assert "'seedz'" in result.stderr
+    assert str(config) in result.stderr
+    assert "Traceback" not in result.stderr
