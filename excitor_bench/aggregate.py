@@ -103,8 +103,12 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
             row[name] = group[name].iloc[0]
         for name in metrics:
             values = pd.to_numeric(group[name], errors="coerce").dropna()
-            row[f"{name}_mean"] = values.mean() if len(values) else pd.NA
-            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0 if len(values) else pd.NA
+            if values.empty:
+                row[f"{name}_mean"] = row[f"{name}_std"] = pd.NA
+                continue
+            row[f"{name}_mean"] = values.mean()
+            # One seed has no spread to estimate; 0 keeps the column numeric for plots.
+            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0
         rows.append(row)
     return pd.DataFrame(rows)
 

@@ -87,7 +87,7 @@ def encode_examples(examples, tokenizer, max_length: int, source: str) -> list[t
 def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Train one run described by `spec` and write its adapter, spec and figures under `out_dir`.
 
-    `spec` holds `method`, `hyperparameters` (including `learning_rate`), `seed`, `training` (see
+    `spec` contains `method`, `hyperparameters` (including `learning_rate`), `seed`, `training` (see
     TrainingSettings), `base_model` (a folder or hub id) and `train_data` (an Alpaca JSON file).
     """
     out_dir = Path(out_dir)
@@ -131,14 +131,15 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         batch = {key: value.to(device) for key, value in collate([encoded[i] for i in indices],
                                                                   tokenizer.pad_token_id).items()}
         loss = model(**batch).loss
+        if not math.isfinite(loss.item()):
+            raise UserError(f"the loss of {method.name} became {loss.item()} at step {step}; "
+                            f"lower methods.{method.name}.defaults.learning_rate in the config")
         loss.backward()
         torch.nn.utils.clip_grad_norm_(trainable, settings.max_grad_norm)
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
 
-        if not math.isfinite(loss.item()):
-            raise RuntimeError(f"loss became {loss.item()} at step {step}; lower the learning rate of {method.name}")
         losses.append(loss.item())
         tokens_seen += int(batch["attention_mask"].sum())
         if step % settings.log_every == 0 or step == settings.steps:
