@@ -57,12 +57,18 @@ def load_alpaca(path: Path) -> list[Example]:
     return examples
 
 
+def encode_prompt(tokenizer, prompt: str) -> list[int]:
+    """Return the ids of a prompt as training and generation both see it: BOS (if any), then the text."""
+    ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    if tokenizer.bos_token_id is not None:
+        ids = [tokenizer.bos_token_id] + ids
+    return ids
+
+
 def tokenize_example(example: Example, tokenizer, max_length: int) -> tuple[list[int], list[int]]:
     """Return input ids and labels for one example, with the loss on the response and EOS only."""
-    prompt_ids = tokenizer(example.prompt, add_special_tokens=False)["input_ids"]
+    prompt_ids = encode_prompt(tokenizer, example.prompt)
     response_ids = tokenizer(example.output, add_special_tokens=False)["input_ids"] + [tokenizer.eos_token_id]
-    if tokenizer.bos_token_id is not None:
-        prompt_ids = [tokenizer.bos_token_id] + prompt_ids
 
     input_ids = (prompt_ids + response_ids)[:max_length]
     labels = ([IGNORE_INDEX] * len(prompt_ids) + response_ids)[:max_length]

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Iterator
 from pathlib import Path
 
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
 from excitor_bench.errors import UserError
@@ -49,9 +49,12 @@ def train_tokenizer(files: list[Path], vocab_size: int, out_dir: Path) -> None:
         )
 
     tokenizer = Tokenizer(models.BPE(unk_token=UNK_TOKEN))
-    # add_prefix_space=False keeps decode(encode(text)) == text for every string.
+    # Like LLaMA's SentencePiece tokenizer, a leading space is added before encoding and removed
+    # after decoding. So a response encoded on its own starts with the same " word" tokens as that
+    # word inside the corpus, and decode(encode(text)) == text still holds.
+    tokenizer.normalizer = normalizers.Prepend(" ")
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.decoder = decoders.Sequence([decoders.ByteLevel(), decoders.Fuse(), decoders.Strip(" ", 1, 0)])
     trainer = trainers.BpeTrainer(
         vocab_size=vocab_size,
         special_tokens=SPECIAL_TOKENS,

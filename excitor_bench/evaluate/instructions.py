@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
-from excitor_bench.data import Example, load_alpaca
+from excitor_bench.data import Example, encode_prompt, load_alpaca
 
 log = logging.getLogger(__name__)
 
@@ -20,17 +20,25 @@ def normalize_answer(text: str) -> str:
     return " ".join(first_line.split())
 
 
+def left_padded(sequences: list[list[int]], pad_token_id: int, device) -> dict[str, torch.Tensor]:
+    """Left-pad token ids so that every prompt ends where generation starts."""
+    length = max(len(ids) for ids in sequences)
+    input_ids = torch.full((len(sequences), length), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), length), dtype=torch.long)
+    for row, ids in enumerate(sequences):
+        input_ids[row, length - len(ids) :] = torch.tensor(ids)
+        attention_mask[row, length - len(ids) :] = 1
+    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
+
+
 @torch.no_grad()
 def generate_answers(model, tokenizer, prompts: list[str], *, max_new_tokens: int, batch_size: int) -> list[str]:
     """Decode greedily with the KV cache, in left-padded batches, and return only the new text."""
     device = next(model.parameters()).device
-    tokenizer.padding_side = "left"
     answers: list[str] = []
     for start in tqdm(range(0, len(prompts), batch_size), desc="generate", unit="batch", mininterval=2.0):
-        chunk = prompts[start : start + batch_size]
-        if tokenizer.bos_token is not None:
-            chunk = [tokenizer.bos_token + prompt for prompt in chunk]
-        batch = tokenizer(chunk, return_tensors="pt", padding=True, add_special_tokens=False).to(device)
+        batch = left_padded([encode_prompt(tokenizer, p) for p in prompts[start : start + batch_size]],
+                            tokenizer.pad_token_id, device)
         output = model.generate(
             **batch,
             max_new_tokens=max_new_tokens,
