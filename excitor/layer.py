@@ -34,8 +34,9 @@ Queries and values still see the untouched x, so only how much attention each to
 changes. RoPE, grouped-query attention, the KV cache and the attention kernel see an ordinary
 key tensor, and no attention matrix is built here. With g == 0 the key is
 W_k(x + 0 * mix) == W_k(x) bit for bit.
-At inference (autograd off) the default block folds W_down W_up P^T / sqrt(C) and g P into two
-small matrices once, and reuses them for every decoding step until a parameter changes.
+At inference (autograd off) the default block folds its weights ahead of time, so that one
+matmul gives the key and the prompt scores together and one more adds the gated prompt keys.
+The folded weights are reused for every decoding step until a parameter changes.
 
 NOTE: eager and SDPA attention are tested, but flash attention has not been run (it needs a GPU).
 """
@@ -75,6 +76,10 @@ class ExcitorKeyProjection(nn.Module):
         self.num_key_value_heads = num_key_value_heads
         self.head_dim = base_layer.out_features // num_key_value_heads
         self.prompt_offset: torch.Tensor | None = None
+        # Inference folds the weights of the default block only (per-layer gate, frozen W_k).
+        self._foldable = config.gate == "layer" and config.key_source == "frozen"
+        self._folded_split = [base_layer.out_features, config.prompt_length]
+        self._folded_cache: tuple | None = None
         self._create_parameters()
         self.reset_parameters()
 
@@ -150,7 +155,7 @@ class ExcitorKeyProjection(nn.Module):
         return weights @ prompts  # (B, T, K) @ (K, C) -> (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._can_use_folded_weights():
+        if self._foldable and self.prompt_offset is None and not torch.is_grad_enabled():
             return self._forward_folded(x)
 
         mix = self.prompt_mixture(x)  # (B, T, C)
@@ -164,40 +169,57 @@ class ExcitorKeyProjection(nn.Module):
         extra_key = self._extra_key(mix)  # (B, T, H_kv * d)
         return key + self._apply_gate(gate, extra_key)  # (B, T, H_kv * d)
 
-    def _can_use_folded_weights(self) -> bool:
-        """Tell whether this call may use weights folded ahead of time: inference with the default block."""
-        return (
-            not torch.is_grad_enabled()
-            and self.prompt_offset is None
-            and self.config.gate == "layer"
-            and self.excitor_free_proj is None
-        )
+    def _folded_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor, bool]:
+        """Return the weights of the folded inference path, recomputed only when a parameter changed.
 
-    def _folded_weights(self, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        """Return W_down W_up P^T / sqrt(C) (C, K) and g P (K, C), recomputed only when a parameter changed.
-
-        Decoding calls the block once per new token, so folding the four small matmuls and the gate into
-        two matrices keeps Excitor's share of a decoding step small.
+        Decoding calls the block once per new token, so the four small matmuls and the gate are
+        folded ahead of time into:
+          - [W_k ; (W_down W_up P^T / sqrt(C))^T] (H_kv * d + K, C), so that one matmul gives the key
+            and the prompt scores together, with the frozen bias (if any) extended by zeros;
+          - g P W_k^T (K, H_kv * d), the gated prompts already through the frozen key projection;
+          - whether g == 0, in which case the block is skipped so the output is W_k x bit for bit.
         """
-        parameters = (self.excitor_prompts, self.excitor_down, self.excitor_up, self.excitor_gate)
         # A parameter's _version grows with every in-place change (optimiser steps, load_state_dict).
-        key = (dtype, self.excitor_prompts.device, tuple(p._version for p in parameters),
-               tuple(p.data_ptr() for p in parameters))
-        cached = getattr(self, "_folded_cache", None)
-        if cached is None or cached[0] != key:
-            prompts = self.excitor_prompts.float()  # (K, C)
-            scale = 1.0 / math.sqrt(prompts.shape[-1])
-            score_weight = (self.excitor_down.float() @ (self.excitor_up.float() @ prompts.t())) * scale  # (C, K)
-            gated_prompts = self.excitor_gate.float() * prompts  # (K, C)
-            cached = (key, score_weight.to(dtype), gated_prompts.to(dtype))
-            self._folded_cache = cached
-        return cached[1], cached[2]
+        # Attributes are read one by one because this check runs for every decoded token.
+        key = (
+            dtype,
+            self.excitor_prompts._version,
+            self.excitor_down._version,
+            self.excitor_up._version,
+            self.excitor_gate._version,
+            self.excitor_prompts.device,
+        )
+        cached = self._folded_cache
+        if cached is not None and cached[0] == key:
+            return cached[1]
+
+        weight = self.base_layer.weight.float()  # (H_kv * d, C)
+        prompts = self.excitor_prompts.float()  # (K, C)
+        scale = 1.0 / math.sqrt(prompts.shape[-1])
+        score_weight = (self.excitor_down.float() @ (self.excitor_up.float() @ prompts.t())) * scale  # (C, K)
+        joint_weight = torch.cat([weight, score_weight.t()]).to(dtype)  # (H_kv * d + K, C)
+        joint_bias = None
+        if self.base_layer.bias is not None:
+            zeros = self.base_layer.bias.new_zeros(prompts.shape[0])
+            joint_bias = torch.cat([self.base_layer.bias, zeros]).to(dtype)  # (H_kv * d + K,)
+        prompt_keys = ((self.excitor_gate.float() * prompts) @ weight.t()).to(dtype)  # (K, H_kv * d)
+        gate_is_zero = bool((self.excitor_gate == 0).all())
+        folded = (joint_weight, joint_bias, prompt_keys, gate_is_zero)
+        self._folded_cache = (key, folded)
+        return folded
 
     def _forward_folded(self, x: torch.Tensor) -> torch.Tensor:
-        score_weight, gated_prompts = self._folded_weights(x.dtype)
-        weights = torch.softmax(x @ score_weight, dim=-1, dtype=torch.float32).to(x.dtype)  # (B, T, K)
-        # x + g * mix, with g folded into the prompts: still x exactly when g == 0.
-        return self.base_layer(torch.addmm(x.flatten(0, -2), weights.flatten(0, -2), gated_prompts).view_as(x))
+        joint_weight, joint_bias, prompt_keys, gate_is_zero = self._folded_weights(x.dtype)
+        if gate_is_zero:
+            return self.base_layer(x)  # (B, T, H_kv * d)
+
+        key, scores = F.linear(x, joint_weight, joint_bias).split(self._folded_split, dim=-1)
+        if x.dtype == torch.float32:
+            weights = torch.softmax(scores, dim=-1)  # (B, T, K)
+        else:
+            weights = torch.softmax(scores, dim=-1, dtype=torch.float32).to(x.dtype)  # (B, T, K)
+        # W_k (x + g mix) == W_k x + softmax(scores) (g P W_k^T).
+        return torch.matmul(weights, prompt_keys).add_(key)  # (B, T, H_kv * d)
 
     def _extra_key(self, mix: torch.Tensor) -> torch.Tensor:
         if self.excitor_free_proj is not None:

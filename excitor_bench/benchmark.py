@@ -71,7 +71,7 @@ def with_open_gates(model):
     return model
 
 
-def run_benchmark(model_path: str | None, model_settings: dict[str, Any], *, rounds: int = 7,
+def run_benchmark(model_path: str | None, model_settings: dict[str, Any], *, rounds: int = 21,
                   steps_per_round: int = 5, batch_size: int = 16, length: int = 128,
                   new_tokens: int = 64) -> dict[str, Any]:
     base = load_or_build_model(model_path, model_settings)

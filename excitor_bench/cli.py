@@ -188,7 +188,7 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.add_argument("--config", default="config/config.yaml", help="config whose base_model is measured")
     benchmark.add_argument("--model", help="a saved model folder; default: base_model.path, else a random model "
                                            "of the config's base_model sizes")
-    benchmark.add_argument("--rounds", type=int, default=7, help="interleaved timing rounds (median is kept)")
+    benchmark.add_argument("--rounds", type=int, default=21, help="interleaved timing rounds (median is kept)")
     benchmark.add_argument("--out", default="results/benchmark.json", help="output JSON file")
     benchmark.set_defaults(handler=command_benchmark)
 

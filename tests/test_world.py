@@ -22,6 +22,7 @@ MICRO_WORLD = {
     "attributes_per_kind": 2,
     "values_per_attribute": 4,
     "fact_documents_per_entity": 1,
+    "qa_documents_per_entity": 1,
     "practice_questions_per_fact": 1,
     "instruction_train_examples": 40,
     "low_quality_share": 0.3,
@@ -131,13 +132,15 @@ def practice_questions(documents: list[str]) -> list[str]:
 
 def test_corpus_documents_split(world_dir):
     documents = read_corpus_documents(world_dir / "corpus.txt")
-    fact_documents = [document for document in documents if not document.startswith("The following are")]
-    # 16 entities x 1 fact document each.
+    qa_documents = [document for document in documents if document.startswith("Q: ")]
+    fact_documents = [d for d in documents if not d.startswith(("The following are", "Q: "))]
+    # 16 entities x 1 fact document and 1 question-and-answer document each.
     assert len(fact_documents) == 16
+    assert len(qa_documents) == 16
     # 32 facts x 1 practice question, 4 questions per document and 8 per subject.
     questions = practice_questions(documents)
     assert len(questions) == 32
-    assert len(documents) == 16 + 8
+    assert len(documents) == 16 + 16 + 8
     for question in questions:
         assert question.rsplit("\nAnswer: ", 1)[1] in MMLU_LETTERS
 
@@ -158,6 +161,16 @@ def test_every_fact_in_corpus(world_dir):
     for (entity, _attribute), value in true_facts(world_dir).items():
         assert entity in text
         assert value in text
+
+
+def test_qa_documents_answer_every_fact(world_dir):
+    documents = read_corpus_documents(world_dir / "corpus.txt")
+    qa_lines = [line for document in documents for line in document.split("\n") if line.startswith(("Q: ", "A: "))]
+    answers = {(qa_lines[i], qa_lines[i + 1][3:]) for i in range(0, len(qa_lines) - 1, 2)}
+
+    for (entity, attribute), value in true_facts(world_dir).items():
+        assert any(entity in question and attribute in question and answer == value for question, answer in answers), (
+            entity, attribute)
 
 
 def test_alpaca_records_have_three_keys(world_dir):

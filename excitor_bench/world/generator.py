@@ -136,6 +136,7 @@ class WorldSettings:
     attributes_per_kind: int = 4
     values_per_attribute: int = 8
     fact_documents_per_entity: int = 28
+    qa_documents_per_entity: int = 6
     practice_questions_per_fact: int = 40
     practice_questions_per_document: int = 4
     mmlu_dev_per_subject: int = 5
@@ -151,6 +152,7 @@ class WorldSettings:
         self._check_range("attributes_per_kind", 1, MAX_ATTRIBUTES_PER_KIND)
         self._check_range("values_per_attribute", 4, MAX_VALUES_PER_ATTRIBUTE)
         self._check_range("fact_documents_per_entity", 1, 100)
+        self._check_range("qa_documents_per_entity", 0, 100)
         self._check_range("practice_questions_per_fact", 0, 1000)
         self._check_range("practice_questions_per_document", 1, 100)
         self._check_range("mmlu_dev_per_subject", 1, 100)

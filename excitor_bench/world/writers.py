@@ -186,6 +186,12 @@ def build_corpus_documents(world: World, settings: WorldSettings, exclude: list[
             for _ in range(settings.fact_documents_per_entity):
                 documents.append(fact_document(rng, world, instance.spec.kind, entity))
 
+    vocabulary = world_vocabulary(world)
+    for instance in world.kinds:
+        for entity in instance.entities:
+            for _ in range(settings.qa_documents_per_entity):
+                documents.append(qa_document(rng, world, instance.spec.kind, entity, vocabulary))
+
     excluded = {tuple(row) for row in exclude}
     rows_by_subject: dict[str, list[list[str]]] = {instance.spec.subject: [] for instance in world.kinds}
     for fact in world.facts():
@@ -224,6 +230,20 @@ def fact_document(rng: random.Random, world: World, kind: str, entity: str) -> s
     intro = rng.choice(INTRO_TEMPLATES).format(entity=entity, kind=kind)
     sentences = [render_fact(rng.choice(FACT_TEMPLATES), fact) for fact in facts]
     return " ".join([intro, *sentences])
+
+
+def qa_document(rng: random.Random, world: World, kind: str, entity: str, vocabulary: list[str]) -> str:
+    """Ask every fact of one entity as a short question and answer, with one word-copying exchange.
+
+    Question answering in plain text is a skill pretraining corpora teach. Instruction tuning then
+    has to map the Alpaca template onto it, which is what it does for real LLMs.
+    """
+    facts = [fact for fact in world.facts() if fact.entity == entity]
+    rng.shuffle(facts)
+    exchanges = [f"Q: {render_fact(rng.choice(FACT_INSTRUCTIONS), fact)}\nA: {fact.value}" for fact in facts]
+    words = " ".join(rng.sample(vocabulary, rng.randint(2, 4)))
+    exchanges.insert(rng.randrange(len(exchanges) + 1), f"Q: Repeat these words: {words}\nA: {words}")
+    return "\n".join(exchanges)
 
 
 # ---------------------------------------------------------------- instruction data
