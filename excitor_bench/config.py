@@ -40,3 +40,13 @@ def validate_config(config: dict[str, Any], config_file: str = "the config") -> 
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
     if errors:
         raise UserError(f"{config_file}: {describe(errors[0])}")
+
+
+def check_data_paths(config: dict[str, Any], config_file: str = "the config") -> None:
+    """Raise UserError for a data path that the config names but that does not exist."""
+    for key, value in config["data"].items():
+        if value is not None and not Path(value).exists():
+            raise UserError(
+                f"data.{key} in {config_file} is {value!r}, which does not exist; "
+                "give an existing path, or null to use the tiny world's data"
+            )

@@ -1,5 +1,6 @@
 import pytest
 
+from excitor_bench.config import check_data_paths
 from excitor_bench.errors import UserError
 from excitor_bench.grid import expand_grid
 
@@ -72,4 +73,15 @@ def test_bad_grid_names_the_problem(methods, fragment):
         expand_grid({"methods": methods}, "my.yaml")
 
     assert fragment in str(error.value)
+    assert "my.yaml" in str(error.value)
+
+
+def test_missing_data_path_names_key(tmp_path):
+    config = {"data": {"alpaca": str(tmp_path / "missing.json"), "mmlu": None, "instructions_test": None}}
+
+    with pytest.raises(UserError) as error:
+        check_data_paths(config, "my.yaml")
+
+    assert "data.alpaca" in str(error.value)
+    assert "missing.json" in str(error.value)
     assert "my.yaml" in str(error.value)

@@ -5,7 +5,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from excitor_bench.config import validate_config
+from excitor_bench.config import check_data_paths, validate_config
 from excitor_bench.errors import UserError
 from excitor_bench.grid import expand_grid
 
@@ -13,6 +13,7 @@ from excitor_bench.grid import expand_grid
 CONFIG_FILES = ", ".join(str(path) for path in workflow.configfiles) or "the config"
 try:
     validate_config(config, CONFIG_FILES)
+    check_data_paths(config, CONFIG_FILES)
     SETTINGS = {(s.method, s.setting_id): s for s in expand_grid(config, CONFIG_FILES)}
 except UserError as error:
     # A mistake in the config: one line, no traceback, and nothing already computed is touched.

@@ -1,0 +1,42 @@
+from pathlib import Path
+
+import pytest
+import yaml
+
+from excitor_bench.config import validate_config
+from excitor_bench.errors import UserError
+from excitor_bench.grid import expand_grid
+
+REPOSITORY = Path(__file__).resolve().parent.parent
+
+
+def default_config():
+    return yaml.safe_load((REPOSITORY / "config" / "config.yaml").read_text())
+
+
+def test_default_config_is_valid():
+    config = default_config()
+
+    validate_config(config, "config/config.yaml")
+    # Excitor's defaults plus one setting per other value of rank (1), prompt length (1) and layers (2).
+    assert len([s for s in expand_grid(config) if s.method == "excitor"]) == 5
+
+
+@pytest.mark.parametrize(
+    ("section", "key", "value", "fragment"),
+    [
+        ("training", "steps", "many", "training.steps is 'many', which is not of type integer"),
+        ("training", "stpes", 10, "unknown key 'stpes' in training"),
+        ("world", "kinds", 2.5, "world.kinds is 2.5"),
+        ("inference", "dtype", "float8", "inference.dtype is 'float8'; use one of"),
+    ],
+)
+def test_bad_value_names_key_and_file(section, key, value, fragment):
+    config = default_config()
+    config[section][key] = value
+
+    with pytest.raises(UserError) as error:
+        validate_config(config, "my.yaml")
+
+    assert fragment in str(error.value)
+    assert str(error.value).startswith("my.yaml: ")
