@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -50,3 +51,11 @@ def check_data_paths(config: dict[str, Any], config_file: str = "the config") ->
                 f"data.{key} in {config_file} is {value!r}, which does not exist; "
                 "give an existing path, or null to use the tiny world's data"
             )
+
+
+def reject_unknown_keys(cls: type, section: str, settings: dict[str, Any], source: str) -> None:
+    """Raise UserError for the first key of `settings` that is not a field of the dataclass `cls`."""
+    known = {field.name for field in dataclasses.fields(cls)}
+    for key in settings:
+        if key not in known:
+            raise UserError(f"unknown key {section}.{key} in {source}; valid keys are: {', '.join(sorted(known))}")

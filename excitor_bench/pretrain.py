@@ -23,17 +23,11 @@ import torch
 from tqdm import tqdm
 from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM, get_cosine_schedule_with_warmup
 
+from excitor_bench.config import reject_unknown_keys
 from excitor_bench.errors import UserError
 from excitor_bench.world.writers import read_corpus_documents
 
 logger = logging.getLogger(__name__)
-
-
-def reject_unknown_keys(cls: type, section: str, settings: dict[str, Any], source: str) -> None:
-    known = {field.name for field in dataclasses.fields(cls)}
-    for key in settings:
-        if key not in known:
-            raise UserError(f"unknown key {section}.{key} in {source}; valid keys are: {', '.join(sorted(known))}")
 
 
 def check_positive_int(section: str, name: str, value: Any) -> None:

@@ -11,7 +11,7 @@ import logging
 import math
 import resource
 import time
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +20,7 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from baselines import get_method
+from excitor_bench.config import reject_unknown_keys
 from excitor_bench.data import IGNORE_INDEX, collate, load_alpaca, tokenize_example
 from excitor_bench.errors import UserError
 from excitor_bench.models import load_base_model, resolve_device, resolve_dtype
@@ -42,11 +43,8 @@ class TrainingSettings:
     dtype: str = "auto"
 
     @classmethod
-    def from_dict(cls, values: dict[str, Any]) -> "TrainingSettings":
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise UserError(f"unknown training setting {unknown[0]!r}; known settings are {sorted(known)}")
+    def from_dict(cls, values: dict[str, Any], source: str = "the run spec") -> "TrainingSettings":
+        reject_unknown_keys(cls, "training", values, source)
         return cls(**values)
 
 

@@ -8,11 +8,11 @@ corpus, the MMLU files, the Alpaca data) is rendered from the `World` built here
 
 from __future__ import annotations
 
-import dataclasses
 import random
 from dataclasses import dataclass
 from typing import Any
 
+from excitor_bench.config import reject_unknown_keys
 from excitor_bench.errors import UserError
 
 # MMLU groups its 57 subjects into these four categories (lm-evaluation-harness, tasks/mmlu).
@@ -187,12 +187,7 @@ class WorldSettings:
         Raises UserError naming the first unknown key and the file it came from.
         """
         settings = dict(settings or {})
-        known = {field.name for field in dataclasses.fields(cls)}
-        for key in settings:
-            if key not in known:
-                raise UserError(
-                    f"unknown key world.{key} in {source}; valid keys are: {', '.join(sorted(known))}"
-                )
+        reject_unknown_keys(cls, "world", settings, source)
         return cls(**settings)
 
     def fact_count(self) -> int:
