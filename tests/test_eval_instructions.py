@@ -45,7 +45,8 @@ def test_exact_match_counts_correct_items(micro_model_dir, tmp_path):
     records = [
         {"instruction": "Say hi.", "input": "", "output": expected},
         {"instruction": "Say hi.", "input": "", "output": expected + " no"},
-        {"instruction": "Say hi.", "input": "", "output": expected},
+        # White space around an expected output does not count against the answer.
+        {"instruction": "Say hi.", "input": "", "output": f"  {expected}\n"},
         {"instruction": "Say hi.", "input": "", "output": "never produced"},
     ]
     test_file = tmp_path / "test.json"
