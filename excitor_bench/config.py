@@ -44,13 +44,26 @@ def validate_config(config: dict[str, Any], config_file: str = "the config") -> 
 
 
 def check_data_paths(config: dict[str, Any], config_file: str = "the config") -> None:
-    """Raise UserError for a data path that the config names but that does not exist."""
+    """Raise UserError for a data path that the config names but that does not exist or is malformed.
+
+    The files are read once here, before any job runs, so that a broken record stops the workflow
+    with one line instead of failing every training or evaluation job that reads it.
+    """
+    from excitor_bench.data import load_alpaca
+    from excitor_bench.evaluate.mmlu import validate_mmlu_dir
+
     for key, value in config["data"].items():
-        if value is not None and not Path(value).exists():
+        if value is None:
+            continue
+        if not Path(value).exists():
             raise UserError(
                 f"data.{key} in {config_file} is {value!r}, which does not exist; "
                 "give an existing path, or null to use the tiny world's data"
             )
+        if key == "mmlu":
+            validate_mmlu_dir(Path(value), config["evaluation"]["mmlu"].get("num_fewshot", 0))
+        else:
+            load_alpaca(Path(value))
 
 
 def reject_unknown_keys(cls: type, section: str, settings: dict[str, Any], source: str) -> None:

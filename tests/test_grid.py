@@ -77,7 +77,8 @@ def test_bad_grid_names_the_problem(methods, fragment):
 
 
 def test_missing_data_path_names_key(tmp_path):
-    config = {"data": {"alpaca": str(tmp_path / "missing.json"), "mmlu": None, "instructions_test": None}}
+    config = {"data": {"alpaca": str(tmp_path / "missing.json"), "mmlu": None, "instructions_test": None},
+              "evaluation": {"mmlu": {}}}
 
     with pytest.raises(UserError) as error:
         check_data_paths(config, "my.yaml")
@@ -85,3 +86,16 @@ def test_missing_data_path_names_key(tmp_path):
     assert "data.alpaca" in str(error.value)
     assert "missing.json" in str(error.value)
     assert "my.yaml" in str(error.value)
+
+
+def test_malformed_data_file_is_caught_early(tmp_path):
+    alpaca = tmp_path / "train.json"
+    alpaca.write_text('[{"instruction": "a", "input": ""}]')
+    config = {"data": {"alpaca": str(alpaca), "mmlu": None, "instructions_test": None},
+              "evaluation": {"mmlu": {}}}
+
+    with pytest.raises(UserError) as error:
+        check_data_paths(config, "my.yaml")
+
+    assert "record 0" in str(error.value)
+    assert "'output'" in str(error.value)
