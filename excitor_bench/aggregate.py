@@ -25,6 +25,8 @@ TRAINING_FIGURES = (
     "adapter_bytes",
     "final_loss",
 )
+# The columns a reader looks at first, placed right after a row's identity in table.csv.
+HEADLINE_METRICS = ("knowledge_retained", "instruction_exact_match", "mmlu_accuracy", "trainable_parameters")
 # Columns that identify a row; everything numeric after them is a metric or a figure.
 KEY_COLUMNS = ("method", "setting", "seed")
 
@@ -98,19 +100,19 @@ def summarize(runs: pd.DataFrame) -> pd.DataFrame:
     metrics = [c for c in runs.columns if c not in KEY_COLUMNS and c not in hyperparameters]
     rows = []
     for (method, setting), group in runs.groupby(["method", "setting"], sort=False):
-        row: dict[str, Any] = {"method": method, "setting": setting, "n_seeds": int(group["seed"].notna().sum())}
-        for name in hyperparameters:
-            row[name] = group[name].iloc[0]
+        row: dict[str, Any] = {"method": method, "setting": setting, "n_runs": len(group)}
         for name in metrics:
             values = pd.to_numeric(group[name], errors="coerce").dropna()
-            if values.empty:
-                row[f"{name}_mean"] = row[f"{name}_std"] = pd.NA
-                continue
-            row[f"{name}_mean"] = values.mean()
-            # One seed has no spread to estimate; 0 keeps the column numeric for plots.
-            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else 0.0
+            row[f"{name}_mean"] = values.mean() if len(values) else float("nan")
+            # One run has no spread to estimate, so its standard deviation is left empty.
+            row[f"{name}_std"] = values.std(ddof=1) if len(values) > 1 else float("nan")
+        for name in hyperparameters:
+            row[name] = group[name].iloc[0]
         rows.append(row)
-    return pd.DataFrame(rows)
+
+    table = pd.DataFrame(rows)
+    leading = ["method", "setting", "n_runs"] + [f"{name}_mean" for name in HEADLINE_METRICS if name in metrics]
+    return table[leading + [column for column in table.columns if column not in leading]]
 
 
 def aggregate(evaluation_files: list[Path], runs_csv: Path, table_csv: Path) -> None:

@@ -29,8 +29,9 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
         if method == BASE:
             axes.scatter(x, y, marker="*", s=180, color="black", label="base (untuned)", zorder=3)
             continue
-        axes.errorbar(x, y, xerr=100 * group["instruction_exact_match_std"].astype(float),
-                      yerr=100 * group["knowledge_retained_std"].astype(float),
+        # A setting run with one seed has no spread, so it gets no error bar.
+        axes.errorbar(x, y, xerr=100 * group["instruction_exact_match_std"].astype(float).fillna(0.0),
+                      yerr=100 * group["knowledge_retained_std"].astype(float).fillna(0.0),
                       fmt="o", color=colors(index % 10), label=method, capsize=2, alpha=0.85)
         for setting, x_value, y_value in zip(group["setting"], x, y):
             axes.annotate(setting, (x_value, y_value), fontsize=6, xytext=(3, 3), textcoords="offset points")

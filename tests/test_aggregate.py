@@ -62,8 +62,11 @@ def test_aggregate_runs_and_table(tmp_path):
     # Hand figures: mean of 0.70 and 0.60 is 0.65; their sample standard deviation is 0.0707107.
     assert table.loc["lora", "mmlu_accuracy_mean"] == pytest.approx(0.65)
     assert table.loc["lora", "mmlu_accuracy_std"] == pytest.approx(0.0707107, abs=1e-6)
-    assert table.loc["lora", "n_seeds"] == 2
+    assert table.loc["lora", "n_runs"] == 2
     assert table.loc["base", "knowledge_retained_mean"] == 0
+    assert pd.isna(table.loc["base", "knowledge_retained_std"])
+    assert list(table.columns[:5]) == ["setting", "n_runs", "knowledge_retained_mean",
+                                       "instruction_exact_match_mean", "mmlu_accuracy_mean"]
 
 
 def test_aggregate_without_base_fails(tmp_path):
