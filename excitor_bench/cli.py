@@ -8,7 +8,7 @@
     excitor-bench aggregate    --evaluations FILE [FILE ...] --runs-csv F --table-csv F [--plot PNG]
     excitor-bench plot         --runs-csv F --out PNG
     excitor-bench benchmark    [--config YAML] [--model DIR] [--out JSON]
-    excitor-bench grid         --config YAML
+    excitor-bench grid         [--config YAML]
 
 JSON arguments take either inline JSON or the path of a JSON or YAML file. A mistake in the input
 (config, data, arguments) prints one line starting with "error:" and exits with status 2.
@@ -119,15 +119,18 @@ def command_plot(args: argparse.Namespace) -> None:
 def command_benchmark(args: argparse.Namespace) -> None:
     from excitor_bench.benchmark import run_benchmark, write_benchmark
 
-    config = parse_json_argument(args.config)
+    from excitor_bench.config import load_config
+
+    config = load_config(args.config)
     result = run_benchmark(args.model or config["base_model"].get("path"), config["base_model"], rounds=args.rounds)
     write_benchmark(result, Path(args.out))
 
 
 def command_grid(args: argparse.Namespace) -> None:
+    from excitor_bench.config import load_config
     from excitor_bench.grid import expand_grid
 
-    config = parse_json_argument(args.config)
+    config = load_config(args.config)
     for setting in expand_grid(config, args.config):
         print(f"{setting.method}\t{setting.setting_id}\t{json.dumps(setting.hyperparameters, sort_keys=True)}")
 
@@ -185,7 +188,8 @@ def build_parser() -> argparse.ArgumentParser:
     plot.set_defaults(handler=command_plot)
 
     benchmark = commands.add_parser("benchmark", help="time Excitor against LoRA and the base model")
-    benchmark.add_argument("--config", default="config/config.yaml", help="config whose base_model is measured")
+    benchmark.add_argument("--config", default=None,
+                           help="config YAML whose base_model is measured, merged over config/config.yaml")
     benchmark.add_argument("--model", help="a saved model folder; default: base_model.path, else a random model "
                                            "of the config's base_model sizes")
     benchmark.add_argument("--rounds", type=int, default=21, help="interleaved timing rounds (median is kept)")
@@ -193,7 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     benchmark.set_defaults(handler=command_benchmark)
 
     grid = commands.add_parser("grid", help="list the (method, setting) pairs a config expands to")
-    grid.add_argument("--config", required=True, help="config YAML")
+    grid.add_argument("--config", default=None,
+                      help="config YAML, merged over config/config.yaml as --configfile is (default: that file)")
     grid.set_defaults(handler=command_grid)
     return parser
 

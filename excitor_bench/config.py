@@ -11,7 +11,9 @@ import yaml
 
 from excitor_bench.errors import UserError
 
-SCHEMA_PATH = Path(__file__).resolve().parent.parent / "workflow" / "schemas" / "config.schema.yaml"
+REPOSITORY = Path(__file__).resolve().parent.parent
+SCHEMA_PATH = REPOSITORY / "workflow" / "schemas" / "config.schema.yaml"
+DEFAULT_CONFIG_PATH = REPOSITORY / "config" / "config.yaml"
 
 
 def load_schema() -> dict[str, Any]:
@@ -72,3 +74,31 @@ def reject_unknown_keys(cls: type, section: str, settings: dict[str, Any], sourc
     for key in settings:
         if key not in known:
             raise UserError(f"unknown key {section}.{key} in {source}; valid keys are: {', '.join(sorted(known))}")
+
+
+def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    """Merge `override` over `base` key by key, as snakemake merges a --configfile over the default."""
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def load_config(path: str | Path | None = None) -> dict[str, Any]:
+    """Return the default config with the file at `path` merged over it, validated like the workflow's."""
+    config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
+    files = str(DEFAULT_CONFIG_PATH)
+    if path is not None and Path(path).resolve() != DEFAULT_CONFIG_PATH:
+        try:
+            override = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
+        except FileNotFoundError:
+            raise UserError(f"config file {path} not found; check the path") from None
+        except yaml.YAMLError as error:
+            raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
+        config = merge_config(config, override)
+        files = f"{path}, {files}"
+    validate_config(config, files)
+    return config

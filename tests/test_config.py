@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from excitor_bench.config import validate_config
+from excitor_bench.config import load_config, validate_config
 from excitor_bench.errors import UserError
 from excitor_bench.grid import expand_grid
 
@@ -40,3 +40,24 @@ def test_bad_value_names_key_and_file(section, key, value, fragment):
 
     assert fragment in str(error.value)
     assert str(error.value).startswith("my.yaml: ")
+
+
+def test_load_config_merges_over_default(tmp_path):
+    override = tmp_path / "small.yaml"
+    override.write_text("seeds: [0, 1]\nmethods:\n  excitor: null\n  lora:\n    ablation: {rank: [2]}\n")
+
+    config = load_config(override)
+
+    assert config["seeds"] == [0, 1]
+    assert config["methods"]["excitor"] is None
+    assert config["methods"]["lora"]["ablation"] == {"rank": [2]}
+    # Keys the file leaves out keep the default's values.
+    assert config["methods"]["lora"]["defaults"]["rank"] == default_config()["methods"]["lora"]["defaults"]["rank"]
+
+
+def test_load_config_reports_typo(tmp_path):
+    override = tmp_path / "typo.yaml"
+    override.write_text("training:\n  stesp: 5\n")
+
+    with pytest.raises(UserError, match="unknown key 'stesp' in training"):
+        load_config(override)
