@@ -26,6 +26,8 @@ def describe(error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = sorted(error.schema.get("properties", {}))
         unknown = sorted(set(error.instance) - set(allowed))
+        if where == "methods":
+            return f"unknown method {unknown[0]!r} in methods; known methods are {allowed} (check the spelling)"
         return f"unknown key {unknown[0]!r} in {where}; known keys are {allowed} (check the spelling)"
     if error.validator == "required":
         return f"{where} is missing a required key: {error.message}; see config/README.md"

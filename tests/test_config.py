@@ -29,6 +29,7 @@ def test_default_config_is_valid():
         ("training", "stpes", 10, "unknown key 'stpes' in training"),
         ("world", "kinds", 2.5, "world.kinds is 2.5"),
         ("inference", "dtype", "float8", "inference.dtype is 'float8'; use one of"),
+        ("methods", "bitfit", {}, "unknown method 'bitfit' in methods"),
     ],
 )
 def test_bad_value_names_key_and_file(section, key, value, fragment):
