@@ -12,10 +12,10 @@ from torch import nn
 
 @dataclass
 class MethodSettings:
-    """Hyper-parameters of a method; subclasses add fields with their defaults.
+    """Hyper-parameters of a method. Subclasses add fields with their defaults.
 
     Field names are shared across methods where they mean the same thing (`rank`, `prompt_length`,
-    `num_layers`), so one column of the results table holds one quantity.
+    `num_layers`), so one column of the results table contains one quantity.
     """
 
     learning_rate: float = 1e-3

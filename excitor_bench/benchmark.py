@@ -1,7 +1,7 @@
 """Speed of Excitor against LoRA and the frozen base model, measured in one process as ratios.
 
 Timings on a shared machine are noisy, so the methods are measured in interleaved rounds and each
-figure is the median over rounds; the ratios compare numbers taken side by side.
+figure is the median over rounds. The ratios compare numbers taken side by side.
 """
 
 from __future__ import annotations

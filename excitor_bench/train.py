@@ -72,14 +72,14 @@ def batch_order(num_examples: int, steps: int, batch_size: int, seed: int) -> li
 def encode_examples(examples, tokenizer, max_length: int, source: str) -> list[tuple[list[int], list[int]]]:
     """Tokenize the examples, dropping those whose response would be cut away entirely by max_length."""
     encoded = [tokenize_example(example, tokenizer, max_length) for example in examples]
-    kept = [pair for pair in encoded if any(label != IGNORE_INDEX for label in pair[1])]
-    if not kept:
+    trainable = [pair for pair in encoded if any(label != IGNORE_INDEX for label in pair[1])]
+    if not trainable:
         raise UserError(f"no example of {source} fits training.max_length = {max_length} with any of its response; "
                         "raise training.max_length")
-    if len(kept) < len(encoded):
+    if len(trainable) < len(encoded):
         log.warning("dropped %d of %d examples whose prompt alone exceeds max_length %d",
-                    len(encoded) - len(kept), len(encoded), max_length)
-    return kept
+                    len(encoded) - len(trainable), len(encoded), max_length)
+    return trainable
 
 
 def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
