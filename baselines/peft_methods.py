@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -58,11 +59,49 @@ class PrefixSettings(MethodSettings):
     projection: bool = False
 
 
+def route_prefix_cache_for_generation(model: PeftModel) -> PeftModel:
+    """Make peft's prefix tuning reach the KV cache during `generate` under transformers 5.
+
+    transformers 5 hands the KV cache to `prepare_inputs_for_generation` and to the model as `cache`,
+    while peft 0.21 reads and writes `past_key_values` there. Without this bridge, generation runs on an
+    empty cache and silently ignores the learned prefix (training, which calls forward, is unaffected).
+    The two wrappers rename the cache on the way into peft's logic and back out of it. With a
+    transformers version whose models still take `past_key_values`, the model is returned unchanged.
+    """
+    forward_parameters = inspect.signature(model.get_base_model().forward).parameters
+    if "cache" not in forward_parameters:
+        return model
+    base_prepare = model.base_model_prepare_inputs_for_generation
+    peft_prepare = model.prepare_inputs_for_generation
+
+    def prepare_for_peft(*args, **kwargs):
+        inputs = base_prepare(*args, **kwargs)
+        if inputs.get("cache") is not None:
+            inputs["past_key_values"] = inputs.pop("cache")
+        return inputs
+
+    def prepare_for_model(*args, **kwargs):
+        inputs = peft_prepare(*args, **kwargs)
+        if "past_key_values" in inputs:
+            inputs["cache"] = inputs.pop("past_key_values")
+        return inputs
+
+    model.base_model_prepare_inputs_for_generation = prepare_for_peft
+    model.prepare_inputs_for_generation = prepare_for_model
+    return model
+
+
 class PrefixTuning(PeftMethod):
     """Prefix tuning (Li and Liang, 2021): learned keys and values prepended at every layer."""
 
     name = "prefix"
     settings_class = PrefixSettings
+
+    def build(self, base_model: nn.Module) -> nn.Module:
+        return route_prefix_cache_for_generation(super().build(base_model))
+
+    def load(self, base_model: nn.Module, directory: Path) -> nn.Module:
+        return route_prefix_cache_for_generation(super().load(base_model, directory))
 
     def peft_config(self, base_model: nn.Module) -> PeftConfig:
         return PrefixTuningConfig(
