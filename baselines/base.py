@@ -5,9 +5,12 @@ from __future__ import annotations
 import abc
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from torch import nn
+
+if TYPE_CHECKING:
+    from excitor.multimodal import VisualConfig
 
 
 @dataclass
@@ -59,6 +62,29 @@ class TuningMethod(abc.ABC):
     @abc.abstractmethod
     def load(self, base_model: nn.Module, directory: Path) -> nn.Module:
         """Rebuild the tuned model from `directory` onto `base_model`, ready for inference."""
+
+    def build_visual(self, base_model: nn.Module, vision_tower: nn.Module, visual_config: VisualConfig) -> nn.Module:
+        """Wrap `base_model` with the method and feed it images from the frozen `vision_tower`.
+
+        The default feeds projected visual tokens as a prefix of the input embeddings (baselines.visual);
+        a method with its own entry point for images, such as Excitor, overrides this and the two below.
+        """
+        from baselines.visual import VisualPrefixModel
+
+        return VisualPrefixModel(self.build(base_model), vision_tower, visual_config)
+
+    def save_visual(self, model: nn.Module, directory: Path) -> None:
+        """Write the method's weights, the visual projection and the visual config into `directory`."""
+        from baselines.visual import save_visual_parts
+
+        self.save(model.language_model, directory)
+        save_visual_parts(model, directory)
+
+    def load_visual(self, base_model: nn.Module, vision_tower: nn.Module, directory: Path) -> nn.Module:
+        """Rebuild a model saved by `save_visual` onto a fresh base model and the same vision tower."""
+        from baselines.visual import load_visual_prefix_model
+
+        return load_visual_prefix_model(self.load(base_model, directory), vision_tower, directory)
 
     @staticmethod
     def trainable_parameters(model: nn.Module) -> int:

@@ -58,9 +58,11 @@ EXCITOR_PARAMETER_PREFIX = "excitor_"
 class ExcitorKeyProjection(nn.Module):
     """Frozen key projection `base_layer` plus an Excitor block that shifts its input by a gated prompt mixture.
 
-    `prompt_offset` is None by default. A caller may set it to a per-example tensor of shape (B, K, C),
-    which is added to the prompts, for example to feed image features in a multi-modal version.
-    While it is set, its B must match the batch size of every forward call.
+    Two attributes let a caller condition the prompts on each example, for example on image features
+    (see `excitor.multimodal`). Both are None by default, and while one is set, its B must match the
+    batch size of every forward call:
+      - `prompt_offset` (B, K, C) or (B, 1, C) is added to the prompts;
+      - `prompt_rows` (B, N, C) joins the prompts as N extra rows, so each token mixes K + N prompts.
     """
 
     def __init__(self, base_layer: nn.Linear, config: ExcitorConfig, num_key_value_heads: int) -> None:
@@ -76,6 +78,7 @@ class ExcitorKeyProjection(nn.Module):
         self.num_key_value_heads = num_key_value_heads
         self.head_dim = base_layer.out_features // num_key_value_heads
         self.prompt_offset: torch.Tensor | None = None
+        self.prompt_rows: torch.Tensor | None = None
         # Inference folds the weights of the default block only (per-layer gate, frozen W_k).
         self._foldable = config.gate == "layer" and config.key_source == "frozen"
         self._folded_split = [base_layer.out_features, config.prompt_length]
@@ -143,6 +146,9 @@ class ExcitorKeyProjection(nn.Module):
         prompts = self.excitor_prompts.to(dtype)  # (K, C)
         if self.prompt_offset is not None:
             prompts = prompts + self.prompt_offset.to(dtype)  # (B, K, C)
+        if self.prompt_rows is not None:
+            rows = self.prompt_rows.to(dtype)  # (B, N, C)
+            prompts = torch.cat([prompts.expand(rows.shape[0], -1, -1), rows], dim=1)  # (B, K + N, C)
         down = self.excitor_down.to(dtype)  # (C, r)
         up = self.excitor_up.to(dtype)  # (r, C)
 
@@ -152,10 +158,11 @@ class ExcitorKeyProjection(nn.Module):
         scores = (x @ down) @ prompt_keys  # (B, T, r) @ (r, K) -> (B, T, K)
         # The softmax runs in float32 so that bf16 inputs do not lose the small score differences.
         weights = torch.softmax(scores.float(), dim=-1).to(dtype)  # (B, T, K)
-        return weights @ prompts  # (B, T, K) @ (K, C) -> (B, T, C)
+        return weights @ prompts  # (B, T, K) @ (K, C) or (B, K, C) -> (B, T, C)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._foldable and self.prompt_offset is None and not torch.is_grad_enabled():
+        conditioned = self.prompt_offset is not None or self.prompt_rows is not None
+        if self._foldable and not conditioned and not torch.is_grad_enabled():
             return self._forward_folded(x)
 
         mix = self.prompt_mixture(x)  # (B, T, C)

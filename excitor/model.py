@@ -196,16 +196,17 @@ class ExcitorModel(nn.Module):
         With is_trainable=False the result is in eval mode and nothing requires grad.
         """
         directory = Path(model_id)
-        config = _read_config(directory)
-        weights = _read_weights(directory)
+        config = read_config(directory)
+        weights = read_weights(directory)
         model = cls(base_model, config)
-        model._load_excitor_weights(weights, directory)
+        model.load_excitor_weights(weights, directory)
         if not is_trainable:
             model.requires_grad_(False)
             model.eval()
         return model
 
-    def _load_excitor_weights(self, weights: dict[str, torch.Tensor], directory: Path) -> None:
+    def load_excitor_weights(self, weights: dict[str, torch.Tensor], directory: Path) -> None:
+        """Copy saved Excitor tensors into the blocks, after checking that names and shapes match."""
         own = excitor_state_dict(self.base_model)
         missing = sorted(own.keys() - weights.keys())
         unexpected = sorted(weights.keys() - own.keys())
@@ -226,7 +227,8 @@ class ExcitorModel(nn.Module):
                 own[name].copy_(tensor)
 
 
-def _read_config(directory: Path) -> ExcitorConfig:
+def read_config(directory: Path) -> ExcitorConfig:
+    """Read `excitor_config.json` from a folder written by save_pretrained."""
     path = directory / CONFIG_NAME
     if not directory.is_dir():
         raise FileNotFoundError(f"Excitor folder {directory} not found: pass a folder written by save_pretrained.")
@@ -241,7 +243,8 @@ def _read_config(directory: Path) -> ExcitorConfig:
     return ExcitorConfig.from_dict(values)
 
 
-def _read_weights(directory: Path) -> dict[str, torch.Tensor]:
+def read_weights(directory: Path) -> dict[str, torch.Tensor]:
+    """Read `adapter_model.safetensors` from a folder written by save_pretrained."""
     path = directory / WEIGHTS_NAME
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass a folder written by ExcitorModel.save_pretrained.")
