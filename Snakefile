@@ -1,5 +1,6 @@
 # LLaMA-Excitor benchmark: tunes every method over the configured ablation grid, evaluates each
-# run on MMLU-format knowledge and held-out instructions, and renders results/table.csv and plots.
+# run on MMLU-format knowledge and held-out instructions, tunes it again with images for COCO-format
+# captions and ScienceQA, and renders results/table.csv and plots.
 #
 #   snakemake --cores all results/table.csv          # the built-in tiny world, on a CPU
 #   snakemake --configfile config/other.yaml --workflow-profile profiles/slurm ...
@@ -20,6 +21,7 @@ include: "workflow/rules/data.smk"
 include: "workflow/rules/base_model.smk"
 include: "workflow/rules/train.smk"
 include: "workflow/rules/evaluate.smk"
+include: "workflow/rules/visual.smk"
 include: "workflow/rules/aggregate.smk"
 
 
@@ -29,4 +31,5 @@ rule all:
         "results/table.csv",
         "results/runs.csv",
         "results/plots/knowledge_vs_instructions.png",
+        VISUAL_PLOT.values(),
     default_target: True

@@ -62,6 +62,11 @@ class VisualPrefixModel(nn.Module):
     def config(self) -> Any:
         return self.language_model.config
 
+    @property
+    def visual_sequence_length(self) -> int:
+        """Sequence positions the image takes: its visual tokens."""
+        return self.visual_encoder.num_tokens
+
     def insert_placeholders(
         self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None, labels: torch.Tensor | None, count: int
     ) -> dict[str, torch.Tensor]:

@@ -103,6 +103,14 @@ class VisualEncoder(nn.Module):
         weight = next(vision_tower.parameters())
         self.projection = nn.Linear(vision_tower.config.hidden_size, hidden_size, device=weight.device)
 
+    @property
+    def num_tokens(self) -> int:
+        """The number of visual tokens per image: 1 for the pooled feature, else the class token and patches."""
+        if self.features == "global":
+            return 1
+        config = self.vision_tower.config
+        return (config.image_size // config.patch_size) ** 2 + 1
+
     def train(self, mode: bool = True) -> VisualEncoder:
         super().train(mode)
         self.vision_tower.eval()  # frozen: dropout and similar layers stay in inference mode
@@ -172,6 +180,11 @@ class ExcitorVisualModel(nn.Module):
     @property
     def config(self) -> Any:
         return self.language_model.base_model.config
+
+    @property
+    def visual_sequence_length(self) -> int:
+        """Sequence positions the image takes: none, because it enters through the prompts."""
+        return 0
 
     def _conditioned(self, pixel_values: torch.Tensor | None) -> contextlib.AbstractContextManager:
         if pixel_values is None:

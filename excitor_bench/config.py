@@ -68,6 +68,36 @@ def check_data_paths(config: dict[str, Any], config_file: str = "the config") ->
             validate_mmlu_dir(Path(value), config["evaluation"]["mmlu"].get("num_fewshot", 0))
         else:
             load_alpaca(Path(value))
+    check_visual_data_paths(config, config_file)
+
+
+def check_visual_data_paths(config: dict[str, Any], config_file: str = "the config") -> None:
+    """Read the COCO and ScienceQA files that `visual.data` names, so that a broken item stops the workflow early.
+
+    Image files are only checked for existence here. A job decodes each image when it first reads it,
+    and reports a file that is not an image by name.
+    """
+    from excitor_bench.vision.coco import load_karpathy
+    from excitor_bench.vision.scienceqa import load_scienceqa
+
+    visual = config.get("visual") or {}
+    if not visual.get("enabled"):
+        return
+    data = visual.get("data") or {}
+    for key, value in data.items():
+        if value is not None and not Path(value).exists():
+            raise UserError(
+                f"visual.data.{key} in {config_file} is {value!r}, which does not exist; "
+                "give an existing path, or null to use the tiny world's scenes"
+            )
+    if bool(data.get("coco")) != bool(data.get("coco_images")):
+        raise UserError(f"visual.data in {config_file} sets only one of coco and coco_images; "
+                        "give both (the Karpathy JSON and the folder of its image folders) or neither")
+    if data.get("coco"):
+        load_karpathy(Path(data["coco"]), Path(data["coco_images"]))
+    if data.get("scienceqa"):
+        for split in ("train", config["evaluation"].get("scienceqa", {}).get("split", "test")):
+            load_scienceqa(Path(data["scienceqa"]), split)
 
 
 def reject_unknown_keys(cls: type, section: str, settings: dict[str, Any], source: str) -> None:

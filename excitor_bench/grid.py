@@ -17,7 +17,9 @@ from excitor_bench.errors import UserError
 GRID_MODES = ("one_at_a_time", "factorial")
 
 # Short names used in setting identifiers (folder names); other axes use their own name.
-AXIS_ABBREVIATIONS = {"rank": "r", "prompt_length": "k", "num_layers": "l", "learning_rate": "lr"}
+AXIS_ABBREVIATIONS = {"rank": "r", "prompt_length": "k", "num_layers": "l", "learning_rate": "lr",
+                      "visual_prompts": "vis-"}
+VISUAL_SETTING_MODES = ("defaults", "grid")
 
 
 @dataclass(frozen=True)
@@ -98,3 +100,44 @@ def expand_grid(config: dict[str, Any], config_file: str = "the config") -> list
     for method, entry in methods.items():
         settings.extend(method_settings(method, entry, mode, config_file))
     return settings
+
+
+def expand_visual_grid(config: dict[str, Any], config_file: str = "the config") -> list[Setting]:
+    """Return the (method, setting) pairs of the visual runs.
+
+    `visual.settings` picks the text grid's settings to repeat with images: "defaults" (each method's
+    default setting) or "grid" (all of them). `visual.ablation` adds axes of the visual runs only, such
+    as Excitor's visual_prompts, varied one at a time around each method's default setting. Such a
+    setting is named after the default setting plus the changed axis, e.g. "r16_k30_l2_vis-rows".
+    """
+    visual = config.get("visual") or {}
+    mode = visual.get("settings", "defaults")
+    if mode not in VISUAL_SETTING_MODES:
+        raise UserError(f"visual.settings is {mode!r} in {config_file}; use one of {list(VISUAL_SETTING_MODES)}")
+    text_settings = expand_grid(config, config_file)
+    defaults: dict[str, Setting] = {}
+    for setting in text_settings:
+        defaults.setdefault(setting.method, setting)  # each method's first setting is its defaults
+    chosen = text_settings if mode == "grid" else list(defaults.values())
+
+    extra: list[Setting] = []
+    for method, axes in (visual.get("ablation") or {}).items():
+        if axes is None:
+            continue
+        if method not in defaults:
+            raise UserError(f"visual.ablation.{method} in {config_file} names a method that 'methods' does not "
+                            f"enable; use one of {sorted(defaults)} or remove it")
+        base = defaults[method]
+        for axis, values in axes.items():
+            if axis not in base.hyperparameters:
+                raise UserError(f"unknown ablation axis {axis!r} for method {method!r} in visual.ablation in "
+                                f"{config_file}; use one of {sorted(base.hyperparameters)}")
+            if not isinstance(values, list) or not values:
+                raise UserError(f"visual.ablation.{method}.{axis} in {config_file} is {values!r}; "
+                                "give a non-empty list of values")
+            for value in values:
+                if value == base.hyperparameters[axis]:
+                    continue
+                identifier = f"{base.setting_id}_{setting_id([axis], {axis: value})}"
+                extra.append(Setting(method, identifier, {**base.hyperparameters, axis: value}))
+    return chosen + extra

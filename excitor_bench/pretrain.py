@@ -15,6 +15,7 @@ import os
 import resource
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -118,10 +119,11 @@ class PretrainSettings:
         return cls(**settings)
 
 
-def tokenize_corpus(corpus: Path, tokenizer) -> torch.Tensor:
-    """Return one long token stream: each document as BOS, its tokens, EOS."""
+def tokenize_corpus(corpus: Path | Sequence[Path], tokenizer) -> torch.Tensor:
+    """Return one long token stream of every corpus file: each document as BOS, its tokens, EOS."""
+    files = [corpus] if isinstance(corpus, (str, Path)) else list(corpus)
     ids: list[int] = []
-    for document in read_corpus_documents(corpus):
+    for document in (document for path in files for document in read_corpus_documents(path)):
         # The tokenizer prepends BOS itself, as it does for evaluation prompts.
         ids += tokenizer(document)["input_ids"] + [tokenizer.eos_token_id]
     return torch.tensor(ids, dtype=torch.long)
@@ -152,14 +154,14 @@ def peak_memory_mb(device: torch.device) -> float:
 def pretrain(
     model_settings: dict[str, Any] | BaseModelSettings,
     train_settings: dict[str, Any] | PretrainSettings,
-    corpus: Path,
+    corpus: Path | Sequence[Path],
     tokenizer_dir: Path,
     out_dir: Path,
     num_threads: int | None = None,
     device: str | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Pretrain a LlamaForCausalLM from scratch on `corpus` and save it with its tokenizer to `out_dir`.
+    """Pretrain a LlamaForCausalLM from scratch on `corpus` (one or more files), and save it and its tokenizer to `out_dir`.
 
     `num_threads` defaults to every core this process may use. `device` defaults to CUDA when
     available. The same seed, device and thread count give identical weights. Returns the

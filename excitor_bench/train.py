@@ -82,6 +82,19 @@ def encode_examples(examples, tokenizer, max_length: int, source: str) -> list[t
     return trainable
 
 
+def build_method(spec: dict[str, Any]):
+    """Return the tuning method of a run spec, with a one-line error for a bad method or setting."""
+    try:
+        return get_method(spec["method"], **spec["hyperparameters"])
+    except (KeyError, ValueError) as error:
+        raise UserError(f"invalid run {spec['method']}: {error}") from None
+
+
+def build_failed(spec: dict[str, Any], error: Exception) -> UserError:
+    return UserError(f"cannot build {spec['method']} with {spec['hyperparameters']} on {spec['base_model']}: "
+                     f"{error}; change methods.{spec['method']} in the config")
+
+
 def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     """Train one run described by `spec` and write its adapter, spec and figures under `out_dir`.
 
@@ -97,16 +110,32 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     dtype = resolve_dtype(settings.dtype, device)
     examples = load_alpaca(Path(spec["train_data"]))
     base_model, tokenizer = load_base_model(spec["base_model"], device=device, dtype=dtype)
-    try:
-        method = get_method(spec["method"], **spec["hyperparameters"])
-    except (KeyError, ValueError) as error:
-        raise UserError(f"invalid run {spec['method']}: {error}") from None
-
+    method = build_method(spec)
     try:
         model = method.build(base_model)
     except ValueError as error:
-        raise UserError(f"cannot build {spec['method']} with {spec['hyperparameters']} on {spec['base_model']}: "
-                        f"{error}; change methods.{spec['method']} in the config") from None
+        raise build_failed(spec, error) from None
+
+    encoded = encode_examples(examples, tokenizer, settings.max_length, spec["train_data"])
+
+    def make_batch(indices: list[int]) -> dict[str, torch.Tensor]:
+        return collate([encoded[i] for i in indices], tokenizer.pad_token_id)
+
+    figures = optimise(model, method, make_batch, len(encoded), settings, seed, device)
+    figures["dtype"] = str(dtype).removeprefix("torch.")
+    adapter_dir = out_dir / "adapter"
+    adapter_dir.mkdir(parents=True, exist_ok=True)
+    method.save(model, adapter_dir)
+    return write_figures(figures, adapter_dir, out_dir)
+
+
+def optimise(model, method, make_batch, num_examples: int, settings: TrainingSettings, seed: int,
+             device: torch.device) -> dict[str, Any]:
+    """Run the shared loop: seeded batch order, AdamW at the method's learning rate, cosine schedule.
+
+    `make_batch(indices)` returns the model's keyword arguments for those examples (labels included).
+    Returns the losses and the figures of the run.
+    """
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
     n_trainable = sum(p.numel() for p in trainable)
@@ -116,8 +145,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
 
     optimizer = torch.optim.AdamW(trainable, lr=method.settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
-    encoded = encode_examples(examples, tokenizer, settings.max_length, spec["train_data"])
-    steps = batch_order(len(encoded), settings.steps, settings.batch_size, seed)
+    steps = batch_order(num_examples, settings.steps, settings.batch_size, seed)
 
     losses: list[float] = []
     tokens_seen = 0
@@ -126,8 +154,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     start = time.perf_counter()
     progress = tqdm(steps, desc=f"train {method.name}", unit="step", mininterval=2.0)
     for step, indices in enumerate(progress, start=1):
-        batch = {key: value.to(device) for key, value in collate([encoded[i] for i in indices],
-                                                                  tokenizer.pad_token_id).items()}
+        batch = {key: value.to(device) for key, value in make_batch(indices).items()}
         loss = model(**batch).loss
         if not math.isfinite(loss.item()):
             raise UserError(f"the loss of {method.name} became {loss.item()} at step {step}; "
@@ -147,25 +174,26 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
             progress.set_postfix(loss=f"{loss.item():.3f}")
     train_seconds = time.perf_counter() - start
 
-    adapter_dir = out_dir / "adapter"
-    adapter_dir.mkdir(parents=True, exist_ok=True)
-    method.save(model, adapter_dir)
-
     # The final loss averages the last tenth of the steps, because one batch is noisy.
     tail = losses[-max(1, len(losses) // 10):]
-    figures = {
+    return {
+        "losses": losses,
         "trainable_parameters": n_trainable,
         "total_parameters": n_total,
         "train_seconds": round(train_seconds, 3),
         "peak_memory_mb": round(peak_memory_mb(device), 1),
         "tokens_per_second": round(tokens_seen / train_seconds, 1),
-        "adapter_bytes": directory_size_bytes(adapter_dir),
         "final_loss": round(sum(tail) / len(tail), 6),
         "device": device.type,
-        "dtype": str(dtype).removeprefix("torch."),
     }
-    (out_dir / "train.json").write_text(json.dumps({"losses": losses, **figures}, indent=1) + "\n")
-    log.info("finished %s in %.1f s: final loss %.4f", method.name, train_seconds, figures["final_loss"])
+
+
+def write_figures(figures: dict[str, Any], adapter_dir: Path, out_dir: Path) -> dict[str, Any]:
+    """Add the adapter's size to the figures, write train.json and return the figures without the losses."""
+    figures = {**figures, "adapter_bytes": directory_size_bytes(adapter_dir)}
+    (out_dir / "train.json").write_text(json.dumps(figures, indent=1) + "\n")
+    figures.pop("losses")
+    log.info("finished in %.1f s: final loss %.4f", figures["train_seconds"], figures["final_loss"])
     return figures
 
 

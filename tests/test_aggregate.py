@@ -82,3 +82,44 @@ def test_aggregate_names_broken_file(tmp_path):
 
     with pytest.raises(UserError, match="mmlu.json is not valid JSON"):
         aggregate(files, tmp_path / "runs.csv", tmp_path / "table.csv")
+
+
+def fake_visual_run(root, method, setting, seed, cider, scienceqa_percent):
+    run = root / "visual" / method / setting / f"seed{seed}"
+    write(run / "spec.json", {"task": "visual", "method": method, "setting": setting, "seed": seed,
+                              "hyperparameters": {"rank": 4, "learning_rate": 0.001}})
+    write(run / "train.json", {**FIGURES, "trainable_parameters": 150})
+    metrics = {"BLEU-4": 20.0, "ROUGE-L": 40.0, "CIDEr": cider, "SPICE": None}
+    groups = {"NAT": 50.0, "G1-6": scienceqa_percent, "G7-12": None}
+    return [
+        write(run / "eval" / "captions.json", {"evaluation": "captions", "run": str(run), "metrics": metrics}),
+        write(run / "eval" / "scienceqa.json", {"evaluation": "scienceqa", "run": str(run),
+                                                "accuracy": scienceqa_percent, "groups": groups}),
+    ]
+
+
+def test_visual_run_joins_text_row_of_same_setting(tmp_path):
+    files = fake_base(tmp_path, 0.80, 0.0)
+    files += fake_run(tmp_path, "excitor", "r4", 0, 0.78, 0.40)
+    files += fake_visual_run(tmp_path, "excitor", "r4", 0, cider=95.5, scienceqa_percent=62.5)
+    files += fake_visual_run(tmp_path, "excitor", "r4_vis-rows", 0, cider=80.0, scienceqa_percent=50.0)
+    floor = {"evaluation": "captions", "run": "most_common_caption", "metrics": {"CIDEr": 12.0, "SPICE": None}}
+    files.append(write(tmp_path / "floor" / "captions.json", floor))
+
+    aggregate(files, tmp_path / "runs.csv", tmp_path / "table.csv")
+    runs = pd.read_csv(tmp_path / "runs.csv").set_index("setting")
+
+    assert list(runs["method"]) == ["base", "most_common_caption", "excitor", "excitor"]
+    joined = runs.loc["r4"]
+    assert joined["mmlu_accuracy"] == pytest.approx(0.78)
+    assert joined["caption_cider"] == pytest.approx(95.5)
+    assert joined["scienceqa_accuracy"] == pytest.approx(0.625)
+    assert joined["scienceqa_g1_6"] == pytest.approx(0.625)
+    assert pd.isna(joined["scienceqa_g7_12"])
+    assert pd.isna(joined["caption_spice"])
+    assert joined["trainable_parameters"] == 100
+    assert joined["visual_trainable_parameters"] == 150
+    assert pd.isna(runs.loc["r4_vis-rows", "mmlu_accuracy"])
+    assert runs.loc["most_common_caption", "caption_cider"] == pytest.approx(12.0)
+    table = pd.read_csv(tmp_path / "table.csv")
+    assert "caption_cider_mean" in list(table.columns[:8])

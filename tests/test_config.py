@@ -62,3 +62,40 @@ def test_load_config_reports_typo(tmp_path):
 
     with pytest.raises(UserError, match="unknown key 'stesp' in training"):
         load_config(override)
+
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def visual_config(**data):
+    config = load_config(None)
+    config["visual"]["data"].update(data)
+    return config
+
+
+def test_visual_data_is_read_at_start(tmp_path):
+    from excitor_bench.config import check_visual_data_paths
+
+    check_visual_data_paths(visual_config(coco=str(FIXTURES / "coco" / "dataset_coco.json"),
+                                          coco_images=str(FIXTURES / "coco" / "images")), "my.yaml")
+    missing = tmp_path / "nowhere.json"
+    with pytest.raises(UserError, match="visual.data.coco in my.yaml"):
+        check_visual_data_paths(visual_config(coco=str(missing), coco_images=str(tmp_path)), "my.yaml")
+    with pytest.raises(UserError, match="only one of coco and coco_images"):
+        check_visual_data_paths(visual_config(coco=str(FIXTURES / "coco" / "dataset_coco.json")), "my.yaml")
+
+
+def test_visual_data_with_missing_image_names_item(tmp_path):
+    from excitor_bench.config import check_visual_data_paths
+
+    config = visual_config(coco=str(FIXTURES / "coco" / "dataset_coco.json"), coco_images=str(tmp_path))
+    with pytest.raises(UserError, match="391895"):
+        check_visual_data_paths(config, "my.yaml")
+
+
+def test_visual_grid_adds_rows_setting_to_defaults():
+    from excitor_bench.grid import expand_visual_grid
+
+    settings = [(s.method, s.setting_id) for s in expand_visual_grid(load_config(None))]
+    assert settings == [("excitor", "r16_k30_l2"), ("lora", "r16"), ("prefix", "k16"), ("llama_adapter", "k10"),
+                        ("full", "default"), ("excitor", "r16_k30_l2_vis-rows")]

@@ -165,6 +165,7 @@ def test_encoder_returns_one_token_or_all_tokens():
     patches = (IMAGE_SIZE // 8) ** 2
     assert VisualEncoder(tower, HIDDEN, "global")(pixels(3)).shape == (3, 1, HIDDEN)
     assert VisualEncoder(tower, HIDDEN, "tokens")(pixels(3)).shape == (3, patches + 1, HIDDEN)
+    assert VisualEncoder(tower, HIDDEN, "tokens").num_tokens == patches + 1
 
 
 @pytest.mark.parametrize("prompt_mode", ["add", "rows"])

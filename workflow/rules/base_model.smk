@@ -1,7 +1,7 @@
 # Pretrain the tiny LLaMA (grouped-query attention) on the world's corpus and save it as any LLaMA is saved.
 rule pretrain:
     input:
-        corpus=f"{WORLD}/corpus.txt",
+        corpus=[f"{WORLD}/corpus.txt"] + SCENE_CORPUS,
         tokenizer="results/tokenizer/tokenizer.json",
     output:
         "results/base_model/config.json",

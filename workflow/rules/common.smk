@@ -7,7 +7,7 @@ from pathlib import Path
 
 from excitor_bench.config import check_data_paths, validate_config
 from excitor_bench.errors import UserError
-from excitor_bench.grid import expand_grid
+from excitor_bench.grid import expand_grid, expand_visual_grid
 
 
 CONFIG_FILES = ", ".join(str(path) for path in workflow.configfiles) or "the config"
@@ -15,11 +15,16 @@ try:
     validate_config(config, CONFIG_FILES)
     check_data_paths(config, CONFIG_FILES)
     SETTINGS = {(s.method, s.setting_id): s for s in expand_grid(config, CONFIG_FILES)}
+    VISUAL = config.get("visual") or {"enabled": False}
+    VISUAL_SETTINGS = (
+        {(s.method, s.setting_id): s for s in expand_visual_grid(config, CONFIG_FILES)} if VISUAL["enabled"] else {}
+    )
 except UserError as error:
     # A mistake in the config: one line, no traceback, and nothing already computed is touched.
     sys.exit(f"error: {error}")
 SEEDS = [int(seed) for seed in config["seeds"]]
 EVALUATIONS = ["mmlu", "instructions"]
+VISUAL_EVALUATIONS = ["captions", "scienceqa"]
 
 # Rules call the excitor-bench command. Appending this interpreter's folder to PATH finds it when
 # snakemake was started as .venv/bin/snakemake without activating the environment, while a conda
@@ -33,6 +38,19 @@ DATA = {
     "mmlu": config["data"]["mmlu"] or f"{WORLD}/mmlu",
     "instructions": config["data"]["instructions_test"] or f"{WORLD}/instructions/test.json",
 }
+
+
+SCENES = f"{WORLD}/scenes"
+VISUAL_DATA = {
+    "coco": (VISUAL.get("data") or {}).get("coco") or f"{SCENES}/coco/dataset_coco.json",
+    "coco_images": (VISUAL.get("data") or {}).get("coco_images") or f"{SCENES}/coco/images",
+    "scienceqa": (VISUAL.get("data") or {}).get("scienceqa") or f"{SCENES}/scienceqa",
+}
+VISION_MODEL = VISUAL.get("vision_model") or "results/clip"
+SCIENCEQA_PROBLEMS = f"{VISUAL_DATA['scienceqa']}/problems.json"
+# The scenes' text joins the tiny model's corpus, so that the base model knows the words of the
+# captions and problems before it sees an image, as LLaMA knows English.
+SCENE_CORPUS = [f"{SCENES}/corpus.txt"] if VISUAL["enabled"] else []
 
 
 def quoted_json(value):
@@ -83,3 +101,52 @@ wildcard_constraints:
     method="|".join(sorted({method for method, _ in SETTINGS})),
     seed=r"\d+",
     evaluation="|".join(EVALUATIONS),
+    vevaluation="|".join(VISUAL_EVALUATIONS),
+
+
+def coco_images(wildcards):
+    """The folder that holds the Karpathy file's image folders."""
+    return VISUAL_DATA["coco_images"]
+
+
+def vision_model_input(wildcards):
+    """The tiny CLIP's config when it is trained by the workflow; nothing for a given CLIP."""
+    return [] if VISUAL.get("vision_model") else ["results/clip/config.json"]
+
+
+def visual_run_spec(wildcards):
+    """Everything the visual trainer needs for one run, recorded in the run folder as spec.json."""
+    setting = VISUAL_SETTINGS[(wildcards.method, wildcards.setting)]
+    return {
+        "task": "visual",
+        "method": setting.method,
+        "setting": setting.setting_id,
+        "hyperparameters": setting.hyperparameters,
+        "seed": int(wildcards.seed),
+        "training": {**config["training"], **(VISUAL.get("training") or {})},
+        "base_model": BASE_MODEL,
+        "vision_model": VISION_MODEL,
+        "features": VISUAL.get("features", "global"),
+        "data": VISUAL_DATA,
+    }
+
+
+def visual_evaluation_data(wildcards):
+    return VISUAL_DATA["coco"] if wildcards.vevaluation == "captions" else VISUAL_DATA["scienceqa"]
+
+
+def visual_evaluation_settings(wildcards):
+    return quoted_json({**config["evaluation"][wildcards.vevaluation], **config["inference"]})
+
+
+def all_visual_evaluations():
+    if not VISUAL["enabled"]:
+        return []
+    runs = [
+        f"results/visual/runs/{method}/{setting}/seed{seed}/eval/{evaluation}.json"
+        for (method, setting) in VISUAL_SETTINGS
+        for seed in SEEDS
+        for evaluation in VISUAL_EVALUATIONS
+    ]
+    base = [f"results/visual/base/eval/{evaluation}.json" for evaluation in VISUAL_EVALUATIONS]
+    return base + ["results/visual/most_common_caption/eval/captions.json"] + runs

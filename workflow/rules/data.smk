@@ -16,11 +16,12 @@ rule world:
         "excitor-bench world --settings {params.settings} --out {params.out} > {log} 2>&1"
 
 
-# Train the tiny model's byte-level BPE tokenizer on the corpus and the instructions.
+# Train the tiny model's byte-level BPE tokenizer on the corpus, the instructions and the scenes' text.
 rule tokenizer:
     input:
         corpus=f"{WORLD}/corpus.txt",
         alpaca=f"{WORLD}/alpaca/train.json",
+        scenes=SCENE_CORPUS,
     output:
         "results/tokenizer/tokenizer.json",
     params:
@@ -31,5 +32,23 @@ rule tokenizer:
     conda:
         "../envs/excitor.yaml"
     shell:
-        "excitor-bench tokenizer --files {input.corpus} {input.alpaca} --vocab-size {params.vocab_size}"
+        "excitor-bench tokenizer --files {input.corpus} {input.alpaca} {input.scenes} --vocab-size {params.vocab_size}"
         " --out {params.out} > {log} 2>&1"
+
+
+# Generate the tiny world's visual part: scenes with COCO Karpathy-format captions, ScienceQA-format
+# problems, and a text corpus about them.
+rule scenes:
+    output:
+        coco=f"{SCENES}/coco/dataset_coco.json",
+        scienceqa=f"{SCENES}/scienceqa/problems.json",
+        corpus=f"{SCENES}/corpus.txt",
+    params:
+        settings=quoted_json(VISUAL.get("scenes") or {}),
+        out=lambda wildcards, output: Path(output.corpus).parent,
+    log:
+        "results/logs/scenes.log",
+    conda:
+        "../envs/excitor.yaml"
+    shell:
+        "excitor-bench scenes --settings {params.settings} --out {params.out} > {log} 2>&1"
