@@ -23,6 +23,10 @@ except UserError as error:
     # A mistake in the config: one line, no traceback, and nothing already computed is touched.
     sys.exit(f"error: {error}")
 SEEDS = [int(seed) for seed in config["seeds"]]
+# Each method's first setting is its default one; the paired comparisons use it.
+DEFAULT_SETTINGS = {}
+for method, setting_id in SETTINGS:
+    DEFAULT_SETTINGS.setdefault(method, setting_id)
 EVALUATIONS = ["mmlu", "instructions"]
 VISUAL_EVALUATIONS = ["captions", "scienceqa"]
 
@@ -68,6 +72,7 @@ def run_spec(wildcards):
     return {
         "method": setting.method,
         "setting": setting.setting_id,
+        "default": DEFAULT_SETTINGS[setting.method] == setting.setting_id,
         "hyperparameters": setting.hyperparameters,
         "seed": int(wildcards.seed),
         "training": config["training"],
@@ -121,6 +126,7 @@ def visual_run_spec(wildcards):
         "task": "visual",
         "method": setting.method,
         "setting": setting.setting_id,
+        "default": DEFAULT_SETTINGS[setting.method] == setting.setting_id,
         "hyperparameters": setting.hyperparameters,
         "seed": int(wildcards.seed),
         "training": {**config["training"], **(VISUAL.get("training") or {})},
