@@ -1,3 +1,14 @@
+"""Tests for aggregate: runs.csv, table.csv with intervals, comparisons.csv and timings.csv.
+
+Expected intervals come from bootstrap distributions worked out by hand. With one seed and
+item scores [1, 0], a resample of the two items has mean 0, 0.5 or 1 with probabilities 1/4,
+1/2 and 1/4, so the 95 % percentile interval is [0, 1]. With scores [1, 0, 0, 0] the number
+of 1s in a resample is Binomial(4, 1/4): P(0) = 0.316 and P(at most 2) = 0.949, so the
+interval is [0, 0.75]. Scores that are equal on every item give a zero-width interval.
+"""
+
+from __future__ import annotations
+
 import json
 
 import pandas as pd
@@ -123,3 +134,342 @@ def test_visual_run_joins_text_row_of_same_setting(tmp_path):
     assert runs.loc["most_common_caption", "caption_cider"] == pytest.approx(12.0)
     table = pd.read_csv(tmp_path / "table.csv")
     assert "caption_cider_mean" in list(table.columns[:8])
+
+
+# ----------------------------------------------------------------------------- item-level results
+
+
+def mmlu_items(correct):
+    return [{"subject": "astronomy", "index": index, "correct": value} for index, value in enumerate(correct)]
+
+
+def instruction_items(correct):
+    return [{"index": index, "expected": "x", "answer": "x" if value else "y", "correct": value}
+            for index, value in enumerate(correct)]
+
+
+def item_run(root, method, setting, seed, mmlu_correct, instruction_correct, *, default=None, figures=None):
+    """Write a text run whose evaluations carry per_item results; the aggregates are their means."""
+    run = root / "runs" / method / setting / f"seed{seed}"
+    spec = {"method": method, "setting": setting, "seed": seed, "hyperparameters": {"rank": 4}}
+    if default is not None:
+        spec["default"] = default
+    write(run / "spec.json", spec)
+    write(run / "train.json", figures or FIGURES)
+    mmlu = {"evaluation": "mmlu", "run": str(run), "accuracy": sum(mmlu_correct) / len(mmlu_correct),
+            "per_item": mmlu_items(mmlu_correct)}
+    instructions = {"evaluation": "instructions", "run": str(run),
+                    "exact_match": sum(instruction_correct) / len(instruction_correct),
+                    "per_item": instruction_items(instruction_correct)}
+    return [write(run / "eval" / "mmlu.json", mmlu), write(run / "eval" / "instructions.json", instructions)]
+
+
+def item_base(root, mmlu_correct, instruction_correct):
+    mmlu = {"evaluation": "mmlu", "run": "base", "accuracy": sum(mmlu_correct) / len(mmlu_correct),
+            "per_item": mmlu_items(mmlu_correct)}
+    instructions = {"evaluation": "instructions", "run": "base",
+                    "exact_match": sum(instruction_correct) / len(instruction_correct),
+                    "per_item": instruction_items(instruction_correct)}
+    return [write(root / "base" / "mmlu.json", mmlu), write(root / "base" / "instructions.json", instructions)]
+
+
+def item_visual_run(root, method, setting, seed, cider_by_image, scienceqa_correct, *, default=None):
+    run = root / "visual" / method / setting / f"seed{seed}"
+    spec = {"task": "visual", "method": method, "setting": setting, "seed": seed, "hyperparameters": {"rank": 4}}
+    if default is not None:
+        spec["default"] = default
+    write(run / "spec.json", spec)
+    write(run / "train.json", FIGURES)
+    per_image = {str(image): {"CIDEr": cider, "BLEU-4": 0.0, "caption": "a cat"} for image, cider in cider_by_image.items()}
+    captions = {"evaluation": "captions", "run": str(run), "per_item": per_image,
+                "metrics": {"CIDEr": sum(cider_by_image.values()) / len(cider_by_image), "SPICE": None}}
+    problems = [{"pid": f"p{index}", "groups": ["NAT"], "predicted": 0, "answer": 0 if value else 1,
+                 "correct": value, "output": "A"} for index, value in enumerate(scienceqa_correct)]
+    scienceqa = {"evaluation": "scienceqa", "run": str(run), "per_item": problems, "groups": {"NAT": None},
+                 "accuracy": 100 * sum(scienceqa_correct) / len(scienceqa_correct)}
+    return [write(run / "eval" / "captions.json", captions), write(run / "eval" / "scienceqa.json", scienceqa)]
+
+
+def run_aggregate(root, files, **options):
+    out = root / "results"
+    aggregate(files, out / "runs.csv", out / "table.csv", comparisons_csv=out / "comparisons.csv",
+              timings_csv=out / "timings.csv", **options)
+    table = pd.read_csv(out / "table.csv").set_index(["method", "setting"])
+    return out, table
+
+
+def test_interval_of_base_row_from_items_only(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0, 0, 0])
+
+    _, table = run_aggregate(tmp_path, files)
+    base = table.loc[("base", "base")]
+
+    assert base["mmlu_accuracy_mean"] == pytest.approx(0.5)
+    assert base["mmlu_accuracy_ci_low"] == pytest.approx(0.0)
+    assert base["mmlu_accuracy_ci_high"] == pytest.approx(1.0)
+    assert base["instruction_exact_match_ci_low"] == pytest.approx(0.0)
+    assert base["instruction_exact_match_ci_high"] == pytest.approx(0.75)
+    # The base row minus itself is 0 on every item.
+    assert base["knowledge_retained_ci_low"] == pytest.approx(0.0)
+    assert base["knowledge_retained_ci_high"] == pytest.approx(0.0)
+
+
+def test_interval_over_two_identical_seeds(tmp_path):
+    files = item_base(tmp_path, [1, 1, 1, 1], [0, 0, 0, 0])
+    files += item_run(tmp_path, "lora", "r4", 0, [1, 1, 0, 0], [1, 1, 1, 1])
+    files += item_run(tmp_path, "lora", "r4", 1, [1, 1, 0, 0], [1, 1, 1, 1])
+
+    _, table = run_aggregate(tmp_path, files)
+    lora = table.loc[("lora", "r4")]
+
+    # Items [1, 1, 0, 0]: resample mean k/4 with k ~ Binomial(4, 1/2), and P(0) = P(4) = 1/16 > 2.5 %.
+    assert lora["mmlu_accuracy_mean"] == pytest.approx(0.5)
+    assert lora["mmlu_accuracy_ci_low"] == pytest.approx(0.0)
+    assert lora["mmlu_accuracy_ci_high"] == pytest.approx(1.0)
+    assert lora["mmlu_accuracy_std"] == pytest.approx(0.0)
+    # Every item is 1 for both seeds and 0 for the base model: a gain of exactly 1 in every replicate.
+    assert lora["instruction_gain_mean"] == pytest.approx(1.0)
+    assert lora["instruction_gain_ci_low"] == pytest.approx(1.0)
+    assert lora["instruction_gain_ci_high"] == pytest.approx(1.0)
+    # MMLU: the base model scores 1 on all 4 items and lora on 2, so the loss is between -1 and 0.
+    assert lora["knowledge_retained_mean"] == pytest.approx(-0.5)
+    assert lora["knowledge_retained_ci_low"] == pytest.approx(-1.0)
+    assert lora["knowledge_retained_ci_high"] == pytest.approx(0.0)
+
+
+def test_interval_columns_follow_mean(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0])
+
+    out, _ = run_aggregate(tmp_path, files)
+    columns = list(pd.read_csv(out / "table.csv").columns)
+
+    start = columns.index("mmlu_accuracy_mean")
+    assert columns[start + 1 : start + 3] == ["mmlu_accuracy_ci_low", "mmlu_accuracy_ci_high"]
+    start = columns.index("knowledge_retained_mean")
+    assert columns[start + 1 : start + 3] == ["knowledge_retained_ci_low", "knowledge_retained_ci_high"]
+    assert "instruction_gain_ci_low" in columns
+    assert "instruction_gain_std" in columns
+
+
+def test_single_item_single_seed_interval(tmp_path):
+    files = item_base(tmp_path, [1], [0])
+
+    _, table = run_aggregate(tmp_path, files)
+    base = table.loc[("base", "base")]
+
+    assert base["mmlu_accuracy_ci_low"] == pytest.approx(1.0)
+    assert base["mmlu_accuracy_ci_high"] == pytest.approx(1.0)
+    assert base["instruction_exact_match_ci_high"] == pytest.approx(0.0)
+
+
+def test_caption_and_scienceqa_intervals(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0])
+    files += item_visual_run(tmp_path, "excitor", "r4", 0, {7: 100.0, 9: 50.0}, [1, 1, 1])
+
+    _, table = run_aggregate(tmp_path, files)
+    excitor = table.loc[("excitor", "r4")]
+
+    # CIDEr stays x100: the mean of 100 and 50, and resamples of two images give 50, 75 or 100.
+    assert excitor["caption_cider_mean"] == pytest.approx(75.0)
+    assert excitor["caption_cider_ci_low"] == pytest.approx(50.0)
+    assert excitor["caption_cider_ci_high"] == pytest.approx(100.0)
+    assert excitor["scienceqa_accuracy_mean"] == pytest.approx(1.0)
+    assert excitor["scienceqa_accuracy_ci_low"] == pytest.approx(1.0)
+    assert pd.isna(excitor["mmlu_accuracy_mean"])
+
+
+def test_different_items_within_setting_fail(tmp_path):
+    files = item_base(tmp_path, [1, 0, 1], [1, 0])
+    files += item_run(tmp_path, "lora", "r4", 0, [1, 0, 1], [1, 0])
+    files += item_run(tmp_path, "lora", "r4", 1, [1, 0], [1, 0])
+
+    with pytest.raises(UserError) as error:
+        run_aggregate(tmp_path, files)
+
+    message = str(error.value)
+    assert "lora/r4/seed1/eval/mmlu.json" in message
+    assert "lora/r4/seed0/eval/mmlu.json" in message
+    assert "('astronomy', '2')" in message
+    assert "\n" not in message
+
+
+def test_different_items_from_base_fail(tmp_path):
+    files = item_base(tmp_path, [1, 0, 1], [1, 0])
+    files += item_run(tmp_path, "lora", "r4", 0, [1, 0], [1, 0])
+
+    with pytest.raises(UserError, match="base/mmlu.json"):
+        run_aggregate(tmp_path, files)
+
+
+def test_repeated_item_fails(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0])
+    evaluation = json.loads(files[0].read_text())
+    evaluation["per_item"].append(evaluation["per_item"][0])
+    files[0].write_text(json.dumps(evaluation))
+
+    with pytest.raises(UserError, match="twice"):
+        run_aggregate(tmp_path, files)
+
+
+def test_run_without_per_item_has_no_interval(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0])
+    files += item_run(tmp_path, "lora", "r4", 0, [1, 0], [1, 0])
+    files += fake_run(tmp_path, "lora", "r4", 1, 0.5, 0.5)
+
+    _, table = run_aggregate(tmp_path, files)
+
+    assert table.loc[("lora", "r4"), "mmlu_accuracy_mean"] == pytest.approx(0.5)
+    assert pd.isna(table.loc[("lora", "r4"), "mmlu_accuracy_ci_low"])
+    assert table.loc[("base", "base"), "mmlu_accuracy_ci_high"] == pytest.approx(1.0)
+
+
+def test_invalid_confidence_fails(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0])
+
+    with pytest.raises(UserError, match="confidence 1.5 is invalid"):
+        run_aggregate(tmp_path, files, confidence=1.5)
+
+
+# ----------------------------------------------------------------------------- relative change and timings
+
+
+def test_mmlu_relative_change(tmp_path):
+    files = fake_base(tmp_path, 0.80, 0.0)
+    files += fake_run(tmp_path, "lora", "r4", 0, 0.70, 0.50)
+    files += fake_run(tmp_path, "lora", "r4", 1, 0.60, 0.70)
+
+    out, table = run_aggregate(tmp_path, files)
+    runs = pd.read_csv(out / "runs.csv")
+
+    # (0.70 - 0.80) / 0.80 = -12.5 %, (0.60 - 0.80) / 0.80 = -25 %. Mean -18.75, sample std 6.25 * sqrt(2).
+    assert list(runs["mmlu_relative_change"]) == pytest.approx([0.0, -12.5, -25.0])
+    assert table.loc[("lora", "r4"), "mmlu_relative_change_mean"] == pytest.approx(-18.75)
+    assert table.loc[("lora", "r4"), "mmlu_relative_change_std"] == pytest.approx(8.838835, abs=1e-5)
+
+
+def test_timings_move_to_own_file(tmp_path):
+    files = fake_base(tmp_path, 0.80, 0.0)
+    files += fake_run(tmp_path, "lora", "r4", 0, 0.70, 0.50)
+    files += fake_visual_run(tmp_path, "lora", "r4", 0, cider=90.0, scienceqa_percent=50.0)
+
+    out, table = run_aggregate(tmp_path, files)
+    runs = pd.read_csv(out / "runs.csv")
+    timings = pd.read_csv(out / "timings.csv")
+
+    for column in ("train_seconds", "tokens_per_second", "peak_memory_mb", "visual_train_seconds"):
+        assert column not in runs, column
+        assert f"{column}_mean" not in table, column
+    assert list(timings.columns) == ["method", "setting", "seed", "train_seconds", "tokens_per_second",
+                                     "peak_memory_mb", "visual_train_seconds", "visual_tokens_per_second",
+                                     "visual_peak_memory_mb"]
+    assert list(timings["method"]) == ["lora"]
+    assert timings.loc[0, "tokens_per_second"] == 50.0
+    assert runs.loc[1, "final_loss"] == 0.5
+    assert runs.loc[1, "visual_adapter_bytes"] == 400
+
+
+def test_rerun_is_byte_identical(tmp_path):
+    def aggregate_into(out, seconds):
+        figures = {**FIGURES, "train_seconds": seconds, "tokens_per_second": 100 / seconds, "peak_memory_mb": seconds}
+        files = item_base(tmp_path / "in", [1, 0, 1, 1], [0, 1, 0, 0])
+        files += item_run(tmp_path / "in", "excitor", "r4", 0, [1, 0, 1, 0], [1, 1, 0, 1], figures=figures)
+        files += item_run(tmp_path / "in", "excitor", "r4", 1, [1, 1, 1, 0], [1, 0, 0, 1], figures=figures)
+        files += item_run(tmp_path / "in", "lora", "r8", 0, [0, 0, 1, 1], [1, 1, 1, 0], figures=figures)
+        aggregate(files, out / "runs.csv", out / "table.csv", comparisons_csv=out / "comparisons.csv",
+                  timings_csv=out / "timings.csv", table_md=out / "table.md", table_tex=out / "table.tex",
+                  resamples=300, permutations=300)
+
+    # The second aggregation reads training figures of a slower machine.
+    aggregate_into(tmp_path / "first", seconds=1.0)
+    aggregate_into(tmp_path / "second", seconds=3.7)
+
+    for name in ("runs.csv", "table.csv", "comparisons.csv", "table.md", "table.tex"):
+        assert (tmp_path / "first" / name).read_bytes() == (tmp_path / "second" / name).read_bytes(), name
+    assert (tmp_path / "first" / "timings.csv").read_bytes() != (tmp_path / "second" / "timings.csv").read_bytes()
+    assert "[" in (tmp_path / "first" / "table.md").read_text()
+
+
+# ----------------------------------------------------------------------------- comparisons
+
+
+def test_comparison_of_identical_runs_has_p_one(tmp_path):
+    files = item_base(tmp_path, [1, 0, 1], [1, 0, 0])
+    files += item_run(tmp_path, "excitor", "r4", 0, [1, 1, 0], [1, 0, 1])
+    files += item_run(tmp_path, "lora", "r4", 0, [1, 1, 0], [1, 0, 1])
+
+    out, _ = run_aggregate(tmp_path, files)
+    comparisons = pd.read_csv(out / "comparisons.csv").set_index(["metric", "baseline"])
+    row = comparisons.loc[("mmlu_accuracy", "lora")]
+
+    assert row["difference"] == 0
+    assert row["ci_low"] == 0
+    assert row["ci_high"] == 0
+    assert row["p_value"] == 1
+    assert row["n_items"] == 3
+    assert row["excitor_mean"] == pytest.approx(2 / 3)
+
+
+def test_comparison_columns_and_order(tmp_path):
+    files = item_base(tmp_path, [0, 0, 0, 0], [0, 0, 0, 0])
+    files += item_run(tmp_path, "excitor", "r4", 0, [1, 1, 1, 1], [1, 0, 1, 0])
+    files += item_run(tmp_path, "excitor", "r4", 1, [1, 1, 1, 1], [1, 0, 1, 0])
+    files += item_run(tmp_path, "lora", "r4", 0, [0, 0, 0, 0], [0, 0, 0, 0])
+    files += item_run(tmp_path, "adapter", "p10", 0, [0, 0, 0, 0], [0, 0, 0, 0])
+
+    out, _ = run_aggregate(tmp_path, files)
+    comparisons = pd.read_csv(out / "comparisons.csv")
+
+    assert list(comparisons.columns) == [
+        "metric", "excitor_setting", "baseline", "baseline_setting", "excitor_mean", "baseline_mean",
+        "difference", "ci_low", "ci_high", "p_value", "n_items", "n_seeds_excitor", "n_seeds_baseline", "test",
+    ]
+    assert list(comparisons["metric"]) == ["mmlu_accuracy"] * 3 + ["instruction_exact_match"] * 3
+    assert list(comparisons["baseline"]) == ["base", "adapter", "lora"] * 2
+    mmlu_lora = comparisons.iloc[2]
+    assert mmlu_lora["difference"] == pytest.approx(1.0)
+    assert mmlu_lora["ci_low"] == pytest.approx(1.0)
+    assert mmlu_lora["n_seeds_excitor"] == 2
+    assert mmlu_lora["n_seeds_baseline"] == 1
+    # All four item differences are +1: only the all-plus and all-minus sign patterns reach
+    # |sum| = 4, so p = 2 / 16 = 0.125 up to the Monte Carlo error of 10000 permutations.
+    assert mmlu_lora["p_value"] == pytest.approx(0.125, abs=0.012)
+    assert "sign flip" in mmlu_lora["test"]
+
+
+def test_comparison_uses_marked_default_setting(tmp_path):
+    files = item_base(tmp_path, [0, 0], [0, 0])
+    files += item_run(tmp_path, "excitor", "a_small", 0, [0, 0], [0, 0])
+    files += item_run(tmp_path, "excitor", "b_large", 0, [1, 1], [1, 1], default=True)
+    files += item_run(tmp_path, "lora", "a_small", 0, [1, 0], [1, 0])
+    files += item_run(tmp_path, "lora", "b_large", 0, [1, 1], [1, 1])
+
+    out, _ = run_aggregate(tmp_path, files)
+    comparisons = pd.read_csv(out / "comparisons.csv")
+    lora = comparisons[(comparisons["baseline"] == "lora") & (comparisons["metric"] == "mmlu_accuracy")].iloc[0]
+
+    # Excitor's marked default is b_large. No lora spec says "default", so the first sorted setting counts.
+    assert lora["excitor_setting"] == "b_large"
+    assert lora["baseline_setting"] == "a_small"
+    assert lora["difference"] == pytest.approx(0.5)
+
+
+def test_comparison_skips_metric_one_side_lacks(tmp_path):
+    files = item_base(tmp_path, [0, 1], [0, 1])
+    files += item_visual_run(tmp_path, "excitor", "r4", 0, {1: 80.0, 2: 40.0}, [1, 0])
+    files += item_visual_run(tmp_path, "lora", "r4", 0, {1: 60.0, 2: 40.0}, [0, 0])
+
+    out, _ = run_aggregate(tmp_path, files)
+    comparisons = pd.read_csv(out / "comparisons.csv")
+
+    assert list(comparisons["metric"]) == ["caption_cider", "scienceqa_accuracy"]
+    assert list(comparisons["baseline"]) == ["lora", "lora"]
+    assert comparisons.loc[0, "difference"] == pytest.approx(10.0)
+
+
+def test_two_marked_defaults_fail(tmp_path):
+    files = item_base(tmp_path, [0, 1], [0, 1])
+    files += item_run(tmp_path, "excitor", "a", 0, [0, 1], [0, 1], default=True)
+    files += item_run(tmp_path, "excitor", "b", 0, [0, 1], [0, 1], default=True)
+
+    with pytest.raises(UserError, match="mark only one setting"):
+        run_aggregate(tmp_path, files)
