@@ -12,9 +12,10 @@
                                --data PATH [--images DIR] --out FILE
     excitor-bench caption-floor --data JSON --images DIR --out FILE
     excitor-bench aggregate    --evaluations FILE [FILE ...] --runs-csv F --table-csv F [--plot PNG]
-                               [--visual-plot PNG]
-    excitor-bench plot         --runs-csv F --out PNG
-    excitor-bench benchmark    [--config YAML] [--model DIR] [--out JSON]
+                               [--visual-plot PNG] [--pareto-plot PNG] [--ablation-plot PNG]
+    excitor-bench plot         [--kind KIND] (--runs-csv F | --table-csv F | --efficiency-csv F) --out PNG
+    excitor-bench benchmark    [--config YAML] [--model DIR] [--methods JSON] [--settings JSON] [--rounds N]
+                               [--out JSON] [--csv CSV] [--plot PNG]
     excitor-bench grid         [--config YAML]
 
 JSON arguments take either inline JSON or the path of a JSON or YAML file. A mistake in the input
@@ -126,12 +127,12 @@ def command_evaluate_visual(args: argparse.Namespace) -> None:
         model, tokenizer, processor = load_visual_run(Path(args.run), args.base_model, args.vision_model,
                                                       device=device, dtype=dtype)
     else:
-        # The untuned base model has no vision input: it answers from the text alone.
+        # The untuned base model has no vision input, so it is given the text alone.
         model, tokenizer = load_base_model(args.base_model, device=device, dtype=dtype)
         processor = None
     if args.evaluation == "captions":
         if not args.images:
-            raise UserError("evaluate captions needs --images, the folder that holds the Karpathy file's image folders")
+            raise UserError("evaluate captions needs --images, the folder that contains the Karpathy file's image folders")
         result = evaluate_captions(model, tokenizer, processor, Path(args.data), Path(args.images), **settings)
     else:
         result = evaluate_scienceqa(model, tokenizer, processor, Path(args.data), **settings)
@@ -184,7 +185,15 @@ def command_train_visual(args: argparse.Namespace) -> None:
 def command_aggregate(args: argparse.Namespace) -> None:
     from excitor_bench.aggregate import aggregate
 
-    aggregate([Path(f) for f in args.evaluations], Path(args.runs_csv), Path(args.table_csv))
+    def optional_path(value: str | None) -> Path | None:
+        return Path(value) if value else None
+
+    aggregate(
+        [Path(f) for f in args.evaluations], Path(args.runs_csv), Path(args.table_csv),
+        comparisons_csv=optional_path(args.comparisons_csv), timings_csv=optional_path(args.timings_csv),
+        table_md=optional_path(args.table_md), table_tex=optional_path(args.table_tex),
+        confidence=args.confidence, resamples=args.resamples, permutations=args.permutations, seed=args.seed,
+    )
     if args.plot:
         from excitor_bench.plots import plot_knowledge_vs_instructions
 
@@ -193,22 +202,71 @@ def command_aggregate(args: argparse.Namespace) -> None:
         from excitor_bench.plots import plot_visual_scores
 
         plot_visual_scores(Path(args.runs_csv), Path(args.visual_plot))
+    if args.pareto_plot:
+        from excitor_bench.plots import plot_score_vs_parameters
+
+        plot_score_vs_parameters(Path(args.table_csv), Path(args.pareto_plot))
+    if args.ablation_plot:
+        from excitor_bench.plots import plot_ablation_axes
+
+        plot_ablation_axes(Path(args.table_csv), Path(args.ablation_plot))
+
+
+# Each plot kind: the input argument it reads and the function of excitor_bench.plots that draws it.
+PLOT_KINDS = {
+    "knowledge-vs-instructions": ("runs_csv", "plot_knowledge_vs_instructions"),
+    "visual-scores": ("runs_csv", "plot_visual_scores"),
+    "score-vs-parameters": ("table_csv", "plot_score_vs_parameters"),
+    "ablation": ("table_csv", "plot_ablation_axes"),
+    "efficiency": ("efficiency_csv", "plot_efficiency"),
+}
 
 
 def command_plot(args: argparse.Namespace) -> None:
-    from excitor_bench.plots import plot_knowledge_vs_instructions
+    from excitor_bench import plots
 
-    plot_knowledge_vs_instructions(Path(args.runs_csv), Path(args.out))
+    source, function = PLOT_KINDS[args.kind]
+    path = getattr(args, source)
+    if not path:
+        raise UserError(f"plot --kind {args.kind} reads --{source.replace('_', '-')}; give that file")
+    if not Path(path).is_file():
+        raise UserError(f"--{source.replace('_', '-')} {path} not found; run the workflow (or aggregate) first")
+    getattr(plots, function)(Path(path), Path(args.out))
 
 
 def command_benchmark(args: argparse.Namespace) -> None:
-    from excitor_bench.benchmark import run_benchmark, write_benchmark
-
+    from excitor_bench.benchmark import (BenchmarkSettings, default_method_settings, run_benchmark, write_benchmark,
+                                         write_efficiency_csv)
     from excitor_bench.config import load_config
+    from excitor_bench.grid import Setting
 
+    if args.plot and not args.csv:
+        raise UserError("benchmark --plot draws from the efficiency table; give --csv as well")
     config = load_config(args.config)
-    result = run_benchmark(args.model or config["base_model"].get("path"), config["base_model"], rounds=args.rounds)
+    source = args.config or "config/config.yaml"
+    if args.methods:
+        methods_argument = parse_json_argument(args.methods)
+        entries = methods_argument.values() if isinstance(methods_argument, dict) else [None]
+        if not all(isinstance(entry, dict) for entry in entries):
+            raise UserError(f"--methods is {args.methods[:60]!r}; give a JSON object "
+                            '{"method": {"setting": ID, "hyperparameters": {...}}}')
+        methods = [Setting(name, entry.get("setting", "default"), entry.get("hyperparameters", {}))
+                   for name, entry in methods_argument.items()]
+    else:
+        methods = default_method_settings(config, source)
+    values = parse_json_argument(args.settings) if args.settings else {}
+    if args.rounds is not None:
+        values = {**values, "rounds": args.rounds}
+    settings = BenchmarkSettings.from_dict(values, args.settings or "--rounds")
+
+    result = run_benchmark(args.model or config["base_model"].get("path"), config["base_model"], methods, settings)
     write_benchmark(result, Path(args.out))
+    if args.csv:
+        write_efficiency_csv(result["efficiency"], Path(args.csv))
+    if args.plot:
+        from excitor_bench.plots import plot_efficiency
+
+        plot_efficiency(Path(args.csv), Path(args.plot))
 
 
 def command_grid(args: argparse.Namespace) -> None:
@@ -259,7 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True,
                           help="MMLU folder (Hendrycks layout), instruction test JSON, Karpathy caption JSON "
                                "or ScienceQA folder (problems.json, pid_splits.json, images/)")
-    evaluate.add_argument("--images", help="captions: the folder that holds the Karpathy file's image folders")
+    evaluate.add_argument("--images", help="captions: the folder that contains the Karpathy file's image folders")
     evaluate.add_argument("--vision-model", help="visual runs: the CLIP folder or hub id they were trained with")
     evaluate.add_argument("--settings", help="evaluation settings (JSON or file), e.g. batch_size, limit")
     evaluate.add_argument("--out", required=True, help="result JSON file")
@@ -267,7 +325,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     floor = commands.add_parser("caption-floor", help="score the most common training caption on the test images")
     floor.add_argument("--data", required=True, help="Karpathy caption JSON")
-    floor.add_argument("--images", required=True, help="the folder that holds the Karpathy file's image folders")
+    floor.add_argument("--images", required=True, help="the folder that contains the Karpathy file's image folders")
     floor.add_argument("--settings", help="settings (JSON or file): split, limit")
     floor.add_argument("--out", required=True, help="result JSON file")
     floor.set_defaults(handler=command_caption_floor)
@@ -280,7 +338,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip = commands.add_parser("clip", help="train the tiny CLIP on the training captions and score its retrieval")
     clip.add_argument("--settings", required=True, help="the config's visual.clip section (JSON or file)")
     clip.add_argument("--captions", required=True, help="Karpathy caption JSON")
-    clip.add_argument("--images", required=True, help="the folder that holds the Karpathy file's image folders")
+    clip.add_argument("--images", required=True, help="the folder that contains the Karpathy file's image folders")
     clip.add_argument("--out", required=True, help="output folder: a CLIP folder plus retrieval.json")
     clip.set_defaults(handler=command_clip)
 
@@ -293,22 +351,50 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--evaluations", nargs="+", required=True, help="evaluation JSON files")
     aggregate.add_argument("--runs-csv", required=True, help="output: one row per run")
     aggregate.add_argument("--table-csv", required=True, help="output: mean and spread per method and setting")
+    aggregate.add_argument("--comparisons-csv", help="output: Excitor against every other method, paired on items")
+    aggregate.add_argument("--timings-csv", help="output: wall-clock and memory figures, one row per run")
+    aggregate.add_argument("--table-md", help="output: the headline metrics as a Markdown table")
+    aggregate.add_argument("--table-tex", help="output: the headline metrics as a LaTeX booktabs table")
+    aggregate.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
+    aggregate.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")
+    aggregate.add_argument("--permutations", type=int, default=10000, help="permutations per paired test")
+    aggregate.add_argument("--seed", type=int, default=0, help="seed of the bootstrap and the permutations")
     aggregate.add_argument("--plot", help="also draw the knowledge-against-instructions plot to this file")
     aggregate.add_argument("--visual-plot", help="also draw the CIDEr and ScienceQA bars to this file")
+    aggregate.add_argument("--pareto-plot",
+                           help="also draw each headline metric against trainable parameters, with the Pareto front")
+    aggregate.add_argument("--ablation-plot", help="also draw each metric against every ablation axis that varies")
     aggregate.set_defaults(handler=command_aggregate)
 
-    plot = commands.add_parser("plot", help="plot knowledge retained against instruction following")
-    plot.add_argument("--runs-csv", required=True, help="runs.csv written by aggregate")
+    plot = commands.add_parser("plot", help="draw one plot of the results")
+    plot.add_argument("--kind", choices=sorted(PLOT_KINDS), default="knowledge-vs-instructions",
+                      help="knowledge-vs-instructions and visual-scores read --runs-csv; score-vs-parameters and "
+                           "ablation read --table-csv; efficiency reads --efficiency-csv")
+    plot.add_argument("--runs-csv", help="runs.csv written by aggregate")
+    plot.add_argument("--table-csv", help="table.csv written by aggregate")
+    plot.add_argument("--efficiency-csv", help="efficiency.csv written by benchmark --csv")
     plot.add_argument("--out", required=True, help="output image (PNG, PDF or SVG)")
     plot.set_defaults(handler=command_plot)
 
-    benchmark = commands.add_parser("benchmark", help="time Excitor against LoRA and the base model")
+    benchmark = commands.add_parser("benchmark",
+                                    help="time every method's training step and generation against LoRA and the "
+                                         "base model, with trainable parameters and memory")
     benchmark.add_argument("--config", default=None,
-                           help="config YAML whose base_model is measured, merged over config/config.yaml")
-    benchmark.add_argument("--model", help="a saved model folder; default: base_model.path, else a random model "
-                                           "of the config's base_model sizes")
-    benchmark.add_argument("--rounds", type=int, default=21, help="interleaved timing rounds (median is kept)")
+                           help="config YAML whose base_model and methods' defaults are measured, merged over "
+                                "config/config.yaml")
+    benchmark.add_argument("--model", help="a saved model folder or hub id; default: base_model.path, else a random "
+                                           "model of the config's base_model sizes")
+    benchmark.add_argument("--methods",
+                           help="methods to measure (JSON or file): {method: {setting, hyperparameters}}; "
+                                "default: each method's default setting in the config")
+    benchmark.add_argument("--settings",
+                           help="benchmark settings (JSON or file): rounds, steps_per_round, batch_size, "
+                                "sequence_length, generation_batch, prompt_length, new_tokens, device, dtype")
+    benchmark.add_argument("--rounds", type=int, default=None,
+                           help="interleaved timing rounds, the median is kept (overrides --settings; default 21)")
     benchmark.add_argument("--out", default="results/benchmark.json", help="output JSON file")
+    benchmark.add_argument("--csv", help="also write one row per method (and base) to this CSV file")
+    benchmark.add_argument("--plot", help="also draw the efficiency ratios from --csv to this image")
     benchmark.set_defaults(handler=command_benchmark)
 
     grid = commands.add_parser("grid", help="list the (method, setting) pairs a config expands to")

@@ -1,8 +1,22 @@
-"""Plots of the results: instruction following against knowledge retained, and the visual scores per method."""
+"""Plots of the results, each drawn from one CSV file that the workflow writes.
+
+- `plot_knowledge_vs_instructions` (runs.csv): knowledge retained against instruction exact match.
+- `plot_visual_scores` (runs.csv): CIDEr and ScienceQA accuracy per method and setting.
+- `plot_score_vs_parameters` (table.csv): each headline metric against trainable parameters, with the
+  Pareto front (higher score with fewer parameters).
+- `plot_ablation_axes` (table.csv): each metric against every ablation axis that varies for a method.
+- `plot_efficiency` (efficiency.csv): training step time relative to LoRA and generation speed relative
+  to the base model.
+
+Plots of table.csv draw error bars from `<metric>_ci_low` and `<metric>_ci_high` where the table has
+them, and plot the mean alone otherwise.
+"""
 
 from __future__ import annotations
 
 import logging
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
@@ -10,23 +24,185 @@ import matplotlib
 matplotlib.use("Agg")  # files only, no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from excitor_bench.aggregate import BASE, MOST_COMMON_CAPTION, summarize  # noqa: E402
+from excitor_bench.aggregate import BASE, MOST_COMMON_CAPTION, REFERENCE_RUNS, summarize  # noqa: E402
 from excitor_bench.errors import UserError  # noqa: E402
 
 log = logging.getLogger(__name__)
 
+# The headline metrics of the score plots: column, axis label and the factor that turns the stored
+# value into the plotted one. Fractions become percent, and CIDEr is stored x100 already.
+HEADLINE_METRICS = {
+    "knowledge_retained": ("knowledge retained: MMLU change from the base model (points)", 100.0),
+    "instruction_exact_match": ("instruction exact match on held-out instructions (%)", 100.0),
+    "caption_cider": ("CIDEr on the test images (x100)", 1.0),
+    "scienceqa_accuracy": ("ScienceQA accuracy on the test problems (%)", 100.0),
+}
+# Axis labels for small panels.
+SHORT_LABELS = {
+    "knowledge_retained": "knowledge retained (points)",
+    "instruction_exact_match": "instruction exact match (%)",
+    "caption_cider": "CIDEr (x100)",
+    "scienceqa_accuracy": "ScienceQA accuracy (%)",
+}
+# Scores of the visual runs are set against the visual run's trainable parameters (projection included).
+VISUAL_METRICS = ("caption_cider", "scienceqa_accuracy")
+LABEL_FONT_SIZE = 6.0
+# Means are rounded to this many decimals before plotting, so that float noise such as 1e-17 in a
+# difference of equal accuracies does not turn the axis into a scientific-notation scale.
+PLOT_DECIMALS = 9
+
+
+def pareto_front(points: Sequence[tuple[float, float]]) -> list[int]:
+    """Return the indices of the (parameters, score) points that no other point dominates, by parameters.
+
+    A point is dominated when another has at most its parameters and at least its score, and is
+    strictly better in one of the two. Identical points are all kept. The indices are sorted by
+    parameters, then by score from high to low.
+    """
+    front = []
+    for index, (parameters, score) in enumerate(points):
+        dominated = any(
+            other_parameters <= parameters and other_score >= score
+            and (other_parameters < parameters or other_score > score)
+            for other_parameters, other_score in points
+        )
+        if not dominated:
+            front.append(index)
+    return sorted(front, key=lambda i: (points[i][0], -points[i][1], i))
+
+
+def boxes_overlap(first: tuple[float, float, float, float], second: tuple[float, float, float, float]) -> bool:
+    """Return whether two (left, bottom, right, top) boxes share an area."""
+    return first[0] < second[2] and second[0] < first[2] and first[1] < second[3] and second[1] < first[3]
+
+
+def side_offset(direction: int, extent: float, gap: float) -> float:
+    """Return the offset of a box's low edge that puts it `gap` past the anchor on one side, or centred on 0."""
+    if direction > 0:
+        return gap
+    if direction < 0:
+        return -extent - gap
+    return -extent / 2
+
+
+def spread_labels(anchors: Sequence[tuple[float, float]], sizes: Sequence[tuple[float, float]],
+                  marker_size: float = 4.0) -> list[tuple[float, float]]:
+    """Choose an offset for each label so that no two labels, and no label and marker, overlap.
+
+    `anchors` are the points in display units (points, 1/72 inch) and `sizes` the (width, height) of
+    each label in the same units. Each label takes the first free spot on rings of growing radius
+    around its anchor. The returned offsets are those of the label's lower-left corner from its anchor.
+    When every spot within 8 rings is taken, the last spot tried is used and labels may overlap.
+    """
+    half = marker_size / 2
+    occupied = [(x - half, y - half, x + half, y + half) for x, y in anchors]
+    directions = [(1, 1), (1, -1), (-1, 1), (-1, -1), (1, 0), (-1, 0), (0, 1), (0, -1)]
+    offsets = []
+    for (x, y), (width, height) in zip(anchors, sizes):
+        chosen = (half, half)
+        found = False
+        for ring in range(8):
+            gap = half + ring * height
+            for dx, dy in directions:
+                chosen = (side_offset(dx, width, gap), side_offset(dy, height, gap))
+                box = (x + chosen[0], y + chosen[1], x + chosen[0] + width, y + chosen[1] + height)
+                if not any(boxes_overlap(box, other) for other in occupied):
+                    found = True
+                    break
+            if found:
+                break
+        occupied.append((x + chosen[0], y + chosen[1], x + chosen[0] + width, y + chosen[1] + height))
+        offsets.append(chosen)
+    return offsets
+
+
+def annotate_without_overlap(axes, xs: Sequence[float], ys: Sequence[float], texts: Sequence[str],
+                             font_size: float = LABEL_FONT_SIZE) -> None:
+    """Write `texts` beside the data points (xs, ys) of `axes`, spread so that they do not overlap.
+
+    Call it after the axes' limits, scales and the figure layout are final: positions are computed
+    in display units at that moment.
+    """
+    figure = axes.figure
+    to_points = 72.0 / figure.dpi
+    anchors = [tuple(to_points * value for value in axes.transData.transform((x, y))) for x, y in zip(xs, ys)]
+    # An estimate of a label's extent: 0.6 em per character and 1.2 em per line.
+    sizes = [(0.6 * font_size * len(text) + 2, 1.2 * font_size) for text in texts]
+    for (x, y), text, (dx, dy) in zip(zip(xs, ys), texts, spread_labels(anchors, sizes)):
+        axes.annotate(text, (x, y), xytext=(dx, dy), textcoords="offset points", fontsize=font_size,
+                      ha="left", va="bottom", arrowprops={"arrowstyle": "-", "color": "grey", "linewidth": 0.4,
+                                                          "shrinkA": 0, "shrinkB": 2})
+
+
+def read_csv(path: Path, description: str) -> pd.DataFrame:
+    try:
+        return pd.read_csv(path)
+    except FileNotFoundError:
+        raise UserError(f"{path} not found; run the workflow to produce the {description}") from None
+    except (pd.errors.EmptyDataError, pd.errors.ParserError) as error:
+        raise UserError(f"{path} is not a valid CSV file ({error}); delete it and rerun the workflow") from None
+
+
+def save_figure(figure, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    # No date in the file's metadata, so the same table gives the same bytes.
+    figure.savefig(out, metadata={"Software": None} if out.suffix.lower() == ".png" else None)
+    plt.close(figure)
+    log.info("wrote %s", out)
+
+
+def interval_errors(rows: pd.DataFrame, metric: str, scale: float) -> list[list[float]] | None:
+    """Return matplotlib's [below, above] error lengths from the CI columns, or None if the table has none."""
+    low, high = f"{metric}_ci_low", f"{metric}_ci_high"
+    if low not in rows or high not in rows:
+        return None
+    means = rows[f"{metric}_mean"].astype(float)
+    below = (means - rows[low].astype(float)).clip(lower=0).fillna(0.0)
+    above = (rows[high].astype(float) - means).clip(lower=0).fillna(0.0)
+    return [list((scale * below).round(PLOT_DECIMALS)), list((scale * above).round(PLOT_DECIMALS))]
+
+
+def setting_numbers(table: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Number the tuned (method, setting) rows of a per-setting table from 1, in table order."""
+    tuned = table[~table["method"].isin(REFERENCE_RUNS)]
+    return {(method, setting): index + 1 for index, (method, setting) in enumerate(zip(tuned["method"],
+                                                                                       tuned["setting"]))}
+
+
+def add_key(figure, numbers: dict[tuple[str, str], int], key_width: float = 2.3) -> float:
+    """Write the list "number  method setting" in a strip `key_width` inches wide at the figure's right edge.
+
+    Returns the figure fraction where the strip starts, for tight_layout's rect.
+    """
+    key = "\n".join(f"{number:>2}  {method} {setting}" for (method, setting), number in numbers.items())
+    key_left = 1 - key_width / figure.get_figwidth()
+    figure.text(key_left + 0.01, 0.5, key, fontsize=7, family="monospace", ha="left", va="center")
+    return key_left
+
 
 def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
-    """Draw one point per method and setting: instruction exact match (x) against knowledge retained (y)."""
-    table = summarize(pd.read_csv(runs_csv))
-    figure, axes = plt.subplots(figsize=(7, 5), dpi=150)
+    """Draw one point per method and setting: instruction exact match (x) against knowledge retained (y).
+
+    Points are numbered and the numbers are listed beside the plot, as in `plot_score_vs_parameters`.
+    """
+    table = summarize(read_csv(runs_csv, "per-run table"))
+    if "instruction_exact_match_mean" not in table or "knowledge_retained_mean" not in table:
+        raise UserError(f"{runs_csv} has no instruction_exact_match or knowledge_retained column; "
+                        "aggregate the MMLU and instruction evaluations first")
+    numbers = setting_numbers(table)
+    figure, axes = plt.subplots(figsize=(9.3, 5), dpi=150)
     axes.axhline(0.0, color="grey", linewidth=0.8, linestyle="--", label="base model's MMLU")
 
     colors = plt.get_cmap("tab10")
+    labelled: list[tuple[float, float, str]] = []
     for index, (method, group) in enumerate(table.groupby("method", sort=False)):
-        x = 100 * group["instruction_exact_match_mean"].astype(float)
-        y = 100 * group["knowledge_retained_mean"].astype(float)
+        group = group[group["instruction_exact_match_mean"].notna() & group["knowledge_retained_mean"].notna()]
+        if group.empty:
+            continue
+        x = (100 * group["instruction_exact_match_mean"].astype(float)).round(PLOT_DECIMALS)
+        y = (100 * group["knowledge_retained_mean"].astype(float)).round(PLOT_DECIMALS)
         if method == BASE:
             axes.scatter(x, y, marker="*", s=180, color="black", label="base (untuned)", zorder=3)
             continue
@@ -34,19 +210,20 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
         axes.errorbar(x, y, xerr=100 * group["instruction_exact_match_std"].astype(float).fillna(0.0),
                       yerr=100 * group["knowledge_retained_std"].astype(float).fillna(0.0),
                       fmt="o", color=colors(index % 10), label=method, capsize=2, alpha=0.85)
-        for setting, x_value, y_value in zip(group["setting"], x, y):
-            axes.annotate(setting, (x_value, y_value), fontsize=6, xytext=(3, 3), textcoords="offset points")
+        labelled.extend((x_value, y_value, str(numbers[(method, setting)]))
+                        for x_value, y_value, setting in zip(x, y, group["setting"]))
 
     axes.set_xlabel("instruction following: exact match on held-out instructions (%)")
     axes.set_ylabel("knowledge retained: MMLU change from the base model (points)")
     axes.set_title("What tuning gained against what it cost (mean over seeds)")
     axes.legend(fontsize=8, loc="best")
     axes.grid(alpha=0.3)
-    figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
-    plt.close(figure)
-    log.info("wrote %s", out)
+    axes.margins(0.15)
+    key_left = add_key(figure, numbers)
+    figure.tight_layout(rect=(0, 0, key_left, 1))
+    annotate_without_overlap(axes, [x for x, _, _ in labelled], [y for _, y, _ in labelled],
+                             [text for _, _, text in labelled], font_size=7)
+    save_figure(figure, out)
 
 
 def plot_visual_scores(runs_csv: Path, out: Path) -> None:
@@ -55,7 +232,7 @@ def plot_visual_scores(runs_csv: Path, out: Path) -> None:
     The caption panel marks the floor of the most common training caption. The first bar of each panel is
     the untuned base model, which is given the text alone.
     """
-    table = summarize(pd.read_csv(runs_csv))
+    table = summarize(read_csv(runs_csv, "per-run table"))
     if "caption_cider_mean" not in table or "scienceqa_accuracy_mean" not in table:
         raise UserError(f"{runs_csv} has no caption or ScienceQA columns; run the workflow with visual.enabled")
     floor = table[table["method"] == MOST_COMMON_CAPTION]
@@ -86,7 +263,226 @@ def plot_visual_scores(runs_csv: Path, out: Path) -> None:
     scienceqa.set_title("ScienceQA")
     figure.suptitle("Visual instruction tuning with a frozen CLIP (mean over seeds)")
     figure.tight_layout()
-    out.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(out)
-    plt.close(figure)
-    log.info("wrote %s", out)
+    save_figure(figure, out)
+
+
+def parameter_column(table: pd.DataFrame, metric: str) -> pd.Series:
+    """Return the trainable parameters a metric is set against: the visual run's for visual metrics."""
+    parameters = table["trainable_parameters_mean"].astype(float)
+    if metric in VISUAL_METRICS and "visual_trainable_parameters_mean" in table:
+        parameters = table["visual_trainable_parameters_mean"].astype(float).fillna(parameters)
+    return parameters
+
+
+def plot_score_vs_parameters(table_csv: Path, out: Path) -> None:
+    """Draw each headline metric against trainable parameters (log scale), one panel per metric.
+
+    Points are numbered and the numbers are listed beside the panels. The step line is the Pareto
+    front: the best score reached with at most that many trainable parameters. Dashed lines mark the
+    base model and, for captions, the most common training caption.
+    """
+    table = read_csv(table_csv, "per-setting table")
+    if "trainable_parameters_mean" not in table:
+        raise UserError(f"{table_csv} has no trainable_parameters_mean column; write it with excitor-bench aggregate")
+    metrics = [m for m in HEADLINE_METRICS if f"{m}_mean" in table and table[f"{m}_mean"].notna().any()]
+    if not metrics:
+        raise UserError(f"{table_csv} has none of the metrics {list(HEADLINE_METRICS)}; aggregate evaluations first")
+    tuned = table[~table["method"].isin(REFERENCE_RUNS)].reset_index(drop=True)
+    numbers = setting_numbers(table)
+    colors = plt.get_cmap("tab10")
+    method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(tuned["method"]))}
+
+    columns = min(2, len(metrics))
+    panel_rows = math.ceil(len(metrics) / columns)
+    figure, grid = plt.subplots(panel_rows, columns, figsize=(5.2 * columns + 2.4, 4.2 * panel_rows), dpi=150,
+                                squeeze=False)
+    labelled = []
+    for axes, metric in zip(grid.flat, metrics):
+        label, scale = HEADLINE_METRICS[metric]
+        parameters = parameter_column(tuned, metric)
+        present = tuned[tuned[f"{metric}_mean"].notna() & parameters.notna() & (parameters > 0)]
+        x = parameters[present.index]
+        y = (scale * present[f"{metric}_mean"].astype(float)).round(PLOT_DECIMALS)
+        errors = interval_errors(present, metric, scale)
+        for method, group in present.groupby("method", sort=False):
+            positions = [present.index.get_loc(i) for i in group.index]
+            method_errors = None if errors is None else [[errors[0][p] for p in positions],
+                                                         [errors[1][p] for p in positions]]
+            axes.errorbar(x[group.index], y[group.index], yerr=method_errors, fmt="o", color=method_colors[method],
+                          label=method, capsize=2, alpha=0.9, zorder=3)
+        front = pareto_front(list(zip(x, y)))
+        if front:
+            axes.step([x.iloc[i] for i in front], [y.iloc[i] for i in front], where="post", color="black",
+                      linewidth=1, alpha=0.6, label="Pareto front", zorder=2)
+        for reference, style in ((BASE, "--"), (MOST_COMMON_CAPTION, ":")):
+            row = table[table["method"] == reference]
+            if len(row) and f"{metric}_mean" in row and pd.notna(row[f"{metric}_mean"].iloc[0]):
+                name = "base (untuned)" if reference == BASE else "most common training caption"
+                axes.axhline(round(scale * float(row[f"{metric}_mean"].iloc[0]), PLOT_DECIMALS), color="grey",
+                             linestyle=style,
+                             linewidth=0.8, label=name)
+        axes.set_xscale("log")
+        axes.xaxis.set_minor_formatter(NullFormatter())  # minor labels crowd a range under one decade
+        axes.set_xlabel("trainable parameters (log scale)")
+        axes.set_ylabel(label, fontsize=8)
+        axes.grid(alpha=0.3)
+        axes.margins(0.12)
+        axes.legend(fontsize=6, loc="best")
+        texts = [str(numbers[(m, s)]) for m, s in zip(present["method"], present["setting"])]
+        labelled.append((axes, list(x), list(y), texts))
+    for axes in list(grid.flat)[len(metrics):]:
+        axes.set_visible(False)
+
+    key_left = add_key(figure, numbers)
+    figure.suptitle("Score against trainable parameters (mean over seeds; step line: Pareto front)")
+    figure.tight_layout(rect=(0, 0, key_left, 1))
+    for axes, xs, ys, texts in labelled:
+        annotate_without_overlap(axes, xs, ys, texts, font_size=7)
+    save_figure(figure, out)
+
+
+def axis_value_text(value) -> str:
+    """Write an ablation axis value as the config gives it: "auto" for an empty cell, 4 rather than 4.0."""
+    if pd.isna(value):
+        return "auto"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    return str(value)
+
+
+def varying_axes(rows: pd.DataFrame) -> list[str]:
+    """Return the hp_ columns whose value differs between the rows (an empty cell counts as a value)."""
+    return [c for c in rows.columns if c.startswith("hp_") and rows[c].map(axis_value_text).nunique() > 1]
+
+
+def axis_positions(values: pd.Series) -> tuple[pd.Series, list[str] | None]:
+    """Return the x position of each axis value, and the category names when the values are not all numbers."""
+    text = values.map(axis_value_text)
+    numeric = pd.to_numeric(text, errors="coerce")
+    if numeric.notna().all():
+        return numeric, None
+    categories = sorted(set(text))
+    return text.map(categories.index), categories
+
+
+def ablation_lines(rows: pd.DataFrame, axis: str, metric: str) -> list[tuple[str, pd.DataFrame]]:
+    """Group one method's settings into lines along `axis`: one per combination of its other varying axes.
+
+    Returns (name, rows sorted along the axis) for every line with a metric value at two axis values
+    or more. The name lists the other axes' values, or is empty when no other axis varies.
+    """
+    others = [column for column in varying_axes(rows) if column != axis]
+    positions, _ = axis_positions(rows[axis])
+    measured = rows[rows[f"{metric}_mean"].notna()]
+    keys = measured[others].map(axis_value_text).apply(tuple, axis=1) if others else pd.Series(
+        [()] * len(measured), index=measured.index, dtype=object)
+    lines = []
+    for key in dict.fromkeys(keys):
+        group = measured[keys == key]
+        if positions[group.index].nunique() < 2:
+            continue
+        group = group.loc[positions[group.index].sort_values(kind="stable").index]
+        name = ", ".join(f"{column[3:]}={value}" for column, value in zip(others, key))
+        lines.append((name, group))
+    return lines
+
+
+def plot_ablation_axes(table_csv: Path, out: Path) -> None:
+    """Draw each headline metric against every ablation axis that varies within a method, one panel per axis.
+
+    Settings that differ only in the plotted axis are joined by a line. When other axes vary too,
+    as in a factorial grid, each combination of their values gets its own line, named in the legend.
+    Metrics without such a line are left out, and a table without any gives a figure that states this.
+    """
+    table = read_csv(table_csv, "per-setting table")
+    tuned = table[~table["method"].isin(REFERENCE_RUNS)]
+    panels = [(method, axis) for method, group in tuned.groupby("method", sort=False) for axis in varying_axes(group)]
+    metrics = [m for m in HEADLINE_METRICS if f"{m}_mean" in tuned and tuned[f"{m}_mean"].notna().any()]
+    lines = {(metric, method, axis): ablation_lines(tuned[tuned["method"] == method], axis, metric)
+             for metric in metrics for method, axis in panels}
+    metrics = [m for m in metrics if any(lines[(m, method, axis)] for method, axis in panels)]
+    if not metrics:
+        figure, axes = plt.subplots(figsize=(6, 2), dpi=150)
+        axes.axis("off")
+        axes.text(0.5, 0.5, "No method has a metric at two values of an ablation axis.", ha="center", va="center")
+        save_figure(figure, out)
+        return
+
+    figure, grid = plt.subplots(len(metrics), len(panels), figsize=(3.4 * len(panels) + 0.6, 2.8 * len(metrics)),
+                                dpi=150, squeeze=False)
+    colors = plt.get_cmap("tab10")
+    method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(tuned["method"]))}
+    for column, (method, axis) in enumerate(panels):
+        positions, categories = axis_positions(tuned.loc[tuned["method"] == method, axis])
+        for row_index, metric in enumerate(metrics):
+            axes = grid[row_index, column]
+            scale = HEADLINE_METRICS[metric][1]
+            panel_lines = lines[(metric, method, axis)]
+            if row_index == 0:
+                axes.set_title(f"{method}: {axis[3:]}", fontsize=9)
+            if row_index == len(metrics) - 1:
+                axes.set_xlabel(axis[3:], fontsize=8)
+            if column == 0:
+                axes.set_ylabel(SHORT_LABELS[metric], fontsize=8)
+            for line_index, (name, group) in enumerate(panel_lines):
+                color = method_colors[method] if len(panel_lines) == 1 else colors(line_index % 10)
+                axes.errorbar(positions[group.index],
+                              (scale * group[f"{metric}_mean"].astype(float)).round(PLOT_DECIMALS),
+                              yerr=interval_errors(group, metric, scale), marker="o", capsize=2, color=color,
+                              label=name or method)
+            if not panel_lines:
+                axes.text(0.5, 0.5, "not measured\nat two values", ha="center", va="center", fontsize=7,
+                          transform=axes.transAxes, color="grey")
+                axes.set_xticks([])
+                axes.set_yticks([])
+                continue
+            if panel_lines[0][0]:
+                axes.legend(fontsize=5, loc="best")
+            if categories is not None:
+                axes.set_xticks(range(len(categories)), categories, fontsize=7)
+            else:
+                values = sorted(set(positions))
+                if values[0] > 0 and (axis == "hp_learning_rate" or values[-1] / values[0] >= 20):
+                    axes.set_xscale("log")
+                axes.set_xticks(values, [axis_value_text(v) for v in values])
+                axes.xaxis.set_minor_formatter(NullFormatter())
+            axes.tick_params(labelsize=7)
+            axes.grid(alpha=0.3)
+    figure.suptitle("Ablation: each metric against one hyper-parameter (mean over seeds)")
+    figure.tight_layout()
+    save_figure(figure, out)
+
+
+def plot_efficiency(efficiency_csv: Path, out: Path) -> None:
+    """Draw two bar panels from efficiency.csv: training step time over LoRA's, generation speed over the base model's.
+
+    A dashed line marks 1.0 in both panels. Below it on the left a method trains faster than LoRA,
+    and below it on the right a method generates slower than the base model.
+    """
+    table = read_csv(efficiency_csv, "efficiency table")
+    missing = [c for c in ("method", "train_step_ratio_to_lora", "generation_ratio_to_base") if c not in table]
+    if missing:
+        raise UserError(f"{efficiency_csv} has no {missing[0]} column; write it with excitor-bench benchmark --csv")
+    colors = plt.get_cmap("tab10")
+    method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(table["method"]))}
+
+    figure, panels = plt.subplots(1, 2, figsize=(9, 4), dpi=150)
+    for axes, column, title in (
+        (panels[0], "train_step_ratio_to_lora", "training step time / LoRA's"),
+        (panels[1], "generation_ratio_to_base", "generation tokens/s / base model's"),
+    ):
+        rows = table[table[column].notna()]
+        positions = list(range(len(rows)))
+        values = rows[column].astype(float)
+        axes.bar(positions, values, color=[method_colors[m] for m in rows["method"]], alpha=0.9)
+        for x_position, value in zip(positions, values):
+            axes.annotate(f"{value:.2f}", (x_position, value), xytext=(0, 2), textcoords="offset points",
+                          ha="center", va="bottom", fontsize=7)
+        axes.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
+        axes.set_xticks(positions, list(rows["method"]), rotation=30, ha="right", fontsize=8)
+        axes.set_title(title, fontsize=9)
+        axes.set_ylabel("ratio (median over rounds)", fontsize=8)
+        axes.grid(axis="y", alpha=0.3)
+    figure.suptitle("Training and generation speed, measured side by side in one process")
+    figure.tight_layout()
+    save_figure(figure, out)

@@ -7,10 +7,34 @@ rule aggregate:
         all_evaluations(),
         all_visual_evaluations(),
     output:
-        runs="results/runs.csv",
-        table="results/table.csv",
-        plot="results/plots/knowledge_vs_instructions.png",
-        **VISUAL_PLOT,
+        runs=report("results/runs.csv", caption="../report/runs.rst", category="Tables"),
+        table=report("results/table.csv", caption="../report/table.rst", category="Tables"),
+        comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
+        timings="results/timings.csv",
+        table_md="results/table.md",
+        table_tex="results/table.tex",
+        plot=report(
+            "results/plots/knowledge_vs_instructions.png",
+            caption="../report/knowledge_vs_instructions.rst",
+            category="Plots",
+            subcategory="Scores",
+        ),
+        pareto_plot=report(
+            "results/plots/score_vs_parameters.png",
+            caption="../report/score_vs_parameters.rst",
+            category="Plots",
+            subcategory="Scores",
+        ),
+        ablation_plot=report(
+            "results/plots/ablation.png",
+            caption="../report/ablation.rst",
+            category="Plots",
+            subcategory="Ablation",
+        ),
+        **{
+            name: report(path, caption="../report/visual_scores.rst", category="Plots", subcategory="Visual")
+            for name, path in VISUAL_PLOT.items()
+        },
     params:
         visual_plot=lambda wildcards, output: f"--visual-plot {output.visual_plot}" if VISUAL_PLOT else "",
     log:
@@ -19,4 +43,7 @@ rule aggregate:
         "../envs/excitor.yaml"
     shell:
         "excitor-bench aggregate --evaluations {input} --runs-csv {output.runs} --table-csv {output.table}"
-        " --plot {output.plot} {params.visual_plot} > {log} 2>&1"
+        " --comparisons-csv {output.comparisons} --timings-csv {output.timings}"
+        " --table-md {output.table_md} --table-tex {output.table_tex}"
+        " --plot {output.plot} --pareto-plot {output.pareto_plot} --ablation-plot {output.ablation_plot}"
+        " {params.visual_plot} > {log} 2>&1"
