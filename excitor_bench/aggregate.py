@@ -525,6 +525,30 @@ def write_csv(frame: pd.DataFrame, path: Path) -> None:
     frame.to_csv(path, index=False, float_format=FLOAT_FORMAT, lineterminator="\n")
 
 
+def check_same_inputs(evaluation_files: list[Path]) -> None:
+    """Raise UserError when two runs were trained from different contents of the same named input.
+
+    Every run folder's provenance.json records the digest of each input (base model, data, vision
+    model). Runs left over from another model or data set must never be merged into one table
+    silently, so the first mismatch names both runs and the input.
+    """
+    first_seen: dict[str, tuple[str, Path]] = {}
+    run_dirs = sorted({read_json(path)["run"] for path in evaluation_files} - set(REFERENCE_RUNS))
+    for run in run_dirs:
+        provenance = Path(run) / "provenance.json"
+        if not provenance.is_file():
+            continue
+        for name, entry in read_json(provenance).get("inputs", {}).items():
+            digest = entry.get("sha256")
+            seen = first_seen.setdefault(name, (digest, provenance))
+            if seen[0] != digest:
+                raise UserError(
+                    f"{provenance} and {seen[1]} were trained from different versions of {name} "
+                    f"({entry.get('path')}); rerun the outdated runs (snakemake --forcerun train train_visual), "
+                    "or write each model's or data set's results to its own --directory"
+                )
+
+
 def aggregate(evaluation_files: list[Path], runs_csv: Path, table_csv: Path, *,
               comparisons_csv: Path | None = None, timings_csv: Path | None = None,
               table_md: Path | None = None, table_tex: Path | None = None,
@@ -537,6 +561,7 @@ def aggregate(evaluation_files: list[Path], runs_csv: Path, table_csv: Path, *,
     figures are written only to `timings_csv` and are dropped when it is None.
     """
     settings = IntervalSettings(confidence=confidence, resamples=resamples, permutations=permutations, seed=seed)
+    check_same_inputs(evaluation_files)
     collected = collect_runs(evaluation_files)
     runs, timings = split_timings(collected.runs)
     matrices = setting_matrices(collected)

@@ -126,6 +126,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     adapter_dir = out_dir / "adapter"
     adapter_dir.mkdir(parents=True, exist_ok=True)
     method.save(model, adapter_dir)
+    write_run_provenance(spec, out_dir, {"base_model": spec["base_model"], "train_data": spec["train_data"]})
     return write_figures(figures, adapter_dir, out_dir)
 
 
@@ -186,6 +187,22 @@ def optimise(model, method, make_batch, num_examples: int, settings: TrainingSet
         "final_loss": round(sum(tail) / len(tail), 6),
         "device": device.type,
     }
+
+
+PROVENANCE_FILE = "provenance.json"
+
+
+def write_run_provenance(spec: dict[str, Any], out_dir: Path, inputs: dict[str, str | None]) -> None:
+    """Write provenance.json: the spec, package versions, git commit and the digest of every local input.
+
+    An input that is not a local path (a hub id) is recorded by name in the spec only. Folders are
+    hashed file by file, so a large model folder adds hashing time to the run.
+    """
+    from excitor_bench.provenance import provenance_record, write_provenance
+
+    local = {name: Path(path) for name, path in inputs.items() if path and Path(path).exists()}
+    record = provenance_record(local, extra={"spec": spec, "seed": int(spec["seed"])})
+    write_provenance(Path(out_dir) / PROVENANCE_FILE, record)
 
 
 def write_figures(figures: dict[str, Any], adapter_dir: Path, out_dir: Path) -> dict[str, Any]:

@@ -31,7 +31,14 @@ from excitor_bench.data import Example, collate, encode_prompt, tokenize_example
 from excitor_bench.errors import UserError
 from excitor_bench.evaluate.instructions import left_padded
 from excitor_bench.models import load_base_model, resolve_device, resolve_dtype
-from excitor_bench.train import TrainingSettings, build_failed, build_method, optimise, write_figures
+from excitor_bench.train import (
+    TrainingSettings,
+    build_failed,
+    build_method,
+    optimise,
+    write_figures,
+    write_run_provenance,
+)
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +164,15 @@ def train_visual(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     adapter_dir = out_dir / "adapter"
     adapter_dir.mkdir(parents=True, exist_ok=True)
     method.save_visual(model, adapter_dir)
+    data = spec["data"]
+    # The annotation files are hashed, not the image folders, which hold 13 GB for real COCO.
+    write_run_provenance(spec, out_dir, {
+        "base_model": spec["base_model"],
+        "vision_model": spec["vision_model"],
+        "coco": data["coco"],
+        "scienceqa_problems": str(Path(data["scienceqa"]) / "problems.json"),
+        "scienceqa_splits": str(Path(data["scienceqa"]) / "pid_splits.json"),
+    })
     return write_figures(figures, adapter_dir, out_dir)
 
 

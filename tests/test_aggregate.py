@@ -473,3 +473,18 @@ def test_two_marked_defaults_fail(tmp_path):
 
     with pytest.raises(UserError, match="mark only one setting"):
         run_aggregate(tmp_path, files)
+
+
+def test_runs_from_different_inputs_are_not_merged(tmp_path):
+    files = fake_base(tmp_path, 0.80, 0.0)
+    files += fake_run(tmp_path, "lora", "r4", 0, 0.70, 0.50)
+    files += fake_run(tmp_path, "lora", "r4", 1, 0.60, 0.70)
+    for seed, digest in ((0, "sha256:aaa"), (1, "sha256:aaa")):
+        write(tmp_path / "runs" / "lora" / "r4" / f"seed{seed}" / "provenance.json",
+              {"inputs": {"train_data": {"path": "train.json", "sha256": digest}}})
+    aggregate(files, tmp_path / "runs.csv", tmp_path / "table.csv")
+
+    write(tmp_path / "runs" / "lora" / "r4" / "seed1" / "provenance.json",
+          {"inputs": {"train_data": {"path": "train.json", "sha256": "sha256:bbb"}}})
+    with pytest.raises(UserError, match="different versions of train_data"):
+        aggregate(files, tmp_path / "runs.csv", tmp_path / "table.csv")

@@ -1,11 +1,14 @@
 import json
+from pathlib import Path
 
 import pytest
+import transformers
 from safetensors.torch import load_file
 
 from excitor_bench.cli import main
 from excitor_bench.data import load_alpaca
 from excitor_bench.errors import UserError
+from excitor_bench.provenance import file_digest
 from excitor_bench.train import batch_order, train
 
 
@@ -32,8 +35,9 @@ def test_batch_order_depends_only_on_seed():
     assert len(first) == 7
 
 
-def test_train_records_figures(tmp_path, micro_model_dir, micro_world):
-    figures = train(spec_for("lora", micro_model_dir, micro_world, rank=2), tmp_path)
+def test_train_records_figures_and_provenance(tmp_path, micro_model_dir, micro_world):
+    spec = spec_for("lora", micro_model_dir, micro_world, rank=2)
+    figures = train(spec, tmp_path)
 
     recorded = json.loads((tmp_path / "train.json").read_text())
     assert len(recorded["losses"]) == 4
@@ -41,6 +45,11 @@ def test_train_records_figures(tmp_path, micro_model_dir, micro_world):
     assert figures["adapter_bytes"] > 0
     assert figures["tokens_per_second"] > 0
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+    provenance = json.loads((tmp_path / "provenance.json").read_text())
+    assert provenance["spec"] == spec
+    assert provenance["inputs"]["train_data"]["sha256"] == file_digest(Path(spec["train_data"]))
+    assert provenance["inputs"]["base_model"]["sha256"] == file_digest(micro_model_dir)
+    assert provenance["packages"]["transformers"] == transformers.__version__
 
 
 def test_train_is_deterministic(tmp_path, micro_model_dir, micro_world):
