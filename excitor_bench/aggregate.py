@@ -59,6 +59,9 @@ HEADLINE_METRICS = ("knowledge_retained", "instruction_exact_match", "mmlu_accur
 KEY_COLUMNS = ("method", "setting", "seed")
 # Metrics that are the mean of item-level scores in the evaluation's "per_item" results.
 ITEM_METRICS = ("mmlu_accuracy", "instruction_exact_match", "caption_cider", "scienceqa_accuracy")
+VISUAL_METRICS = ("caption_cider", "scienceqa_accuracy")
+"""Metrics of the visual runs, which are compared between the methods' visual default settings."""
+TASKS = ("text", "visual")
 # Differences from the base row, with the item-level metric each one is computed from.
 PAIRED_WITH_BASE = {"knowledge_retained": "mmlu_accuracy", "instruction_gain": "instruction_exact_match"}
 COMPARISON_COLUMNS = (
@@ -122,7 +125,7 @@ class CollectedRuns:
 
     runs: pd.DataFrame
     item_scores: dict[RowKey, dict[str, ItemScores]]
-    default_settings: dict[str, str]  # method -> its default setting
+    default_settings: dict[str, dict[str, str]]  # task ("text" or "visual") -> method -> its default setting
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -295,15 +298,19 @@ def collect_runs(evaluation_files: list[Path]) -> CollectedRuns:
     # The text run and the visual run of one (method, setting, seed) share a row.
     rows: dict[RowKey, dict[str, Any]] = {}
     item_scores: dict[RowKey, dict[str, ItemScores]] = defaultdict(dict)
-    marked_defaults: dict[str, dict[str, Path]] = defaultdict(dict)  # method -> setting -> spec.json
+    # task -> method -> setting -> spec.json; the visual runs may have their own default settings.
+    marked_defaults: dict[str, dict[str, dict[str, Path]]] = {task: defaultdict(dict) for task in TASKS}
     for run, evaluations in sorted(by_run.items()):
         row = run_row(run, [evaluation for evaluation, _ in evaluations])
         key = (row["method"], row["setting"], None if pd.isna(row["seed"]) else row["seed"])
         rows.setdefault(key, {}).update(row)
         for evaluation, path in evaluations:
             item_scores[key].update(item_scores_of(evaluation, path))
-        if run not in REFERENCE_RUNS and read_json(Path(run) / "spec.json").get("default") is True:
-            marked_defaults[row["method"]][row["setting"]] = Path(run) / "spec.json"
+        if run not in REFERENCE_RUNS:
+            spec = read_json(Path(run) / "spec.json")
+            if spec.get("default") is True:
+                task = "visual" if spec.get("task") == "visual" else "text"
+                marked_defaults[task][row["method"]][row["setting"]] = Path(run) / "spec.json"
 
     runs = pd.DataFrame(list(rows.values()))
     add_base_differences(runs)
@@ -316,7 +323,7 @@ def collect_runs(evaluation_files: list[Path]) -> CollectedRuns:
     runs = runs[list(KEY_COLUMNS) + hyperparameters + others].reset_index(drop=True)
 
     return CollectedRuns(runs=runs, item_scores=dict(item_scores),
-                         default_settings=default_settings(runs, marked_defaults))
+                         default_settings={task: default_settings(runs, marked_defaults[task]) for task in TASKS})
 
 
 def build_runs_table(evaluation_files: list[Path]) -> pd.DataFrame:
@@ -427,25 +434,30 @@ def interval_columns(matrices: Mapping[SettingKey, Mapping[str, ScoreMatrix]],
     return columns
 
 
-def build_comparisons(matrices: Mapping[SettingKey, Mapping[str, ScoreMatrix]], defaults: Mapping[str, str],
+def build_comparisons(matrices: Mapping[SettingKey, Mapping[str, ScoreMatrix]],
+                      defaults: Mapping[str, Mapping[str, str]],
                       settings: IntervalSettings) -> pd.DataFrame:
     """Compare Excitor's default setting with every other method's default setting, paired on items.
+
+    `defaults` maps each task to each method's default setting, so caption and ScienceQA metrics
+    compare the visual runs' default settings.
 
     One row per (metric, other method), metrics in ITEM_METRICS order and methods in runs.csv
     order, so the base model and the caption floor come first. Metrics that either side lacks
     are skipped. `difference` is Excitor's mean minus the other method's.
     """
     rows = []
-    excitor_setting = defaults.get(EXCITOR)
-    if excitor_setting is None:
+    if not any(EXCITOR in task_defaults for task_defaults in defaults.values()):
         log.warning("no %s runs among the evaluations, so comparisons.csv has no rows", EXCITOR)
         return pd.DataFrame(columns=list(COMPARISON_COLUMNS))
-    excitor = matrices.get((EXCITOR, excitor_setting), {})
 
     for metric in ITEM_METRICS:
+        task_defaults = defaults["visual" if metric in VISUAL_METRICS else "text"]
+        excitor_setting = task_defaults.get(EXCITOR)
+        excitor = matrices.get((EXCITOR, excitor_setting), {})
         if metric not in excitor:
             continue
-        for baseline, baseline_setting in defaults.items():
+        for baseline, baseline_setting in task_defaults.items():
             other = matrices.get((baseline, baseline_setting), {}).get(metric)
             if baseline == EXCITOR or other is None:
                 continue

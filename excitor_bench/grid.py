@@ -102,11 +102,40 @@ def expand_grid(config: dict[str, Any], config_file: str = "the config") -> list
     return settings
 
 
+def method_axes(method: str, config: dict[str, Any]) -> list[str]:
+    """Return a method's ablation axes in its own field order, as setting identifiers list them."""
+    ablation = (config["methods"][method] or {}).get("ablation") or {}
+    fields = METHODS[method].settings_class().to_dict()
+    return [name for name in fields if ablation.get(name) is not None]
+
+
+def visual_variant(setting: Setting, config: dict[str, Any], config_file: str) -> Setting:
+    """Apply `visual.defaults.<method>` to a text setting; a changed setting gets its own identifier.
+
+    The identifier lists the method's axes with their new values, then every other changed
+    hyper-parameter, e.g. "r16_k30_l4_lr0.02_init_scale0.5", so that it never names a text
+    setting with other hyper-parameters.
+    """
+    overrides = ((config.get("visual") or {}).get("defaults") or {}).get(setting.method) or {}
+    unknown = sorted(set(overrides) - set(setting.hyperparameters))
+    if unknown:
+        raise UserError(f"visual.defaults.{setting.method}.{unknown[0]} in {config_file} is not a hyper-parameter "
+                        f"of {setting.method}; use one of {sorted(setting.hyperparameters)}")
+    hyperparameters = {**setting.hyperparameters, **overrides}
+    changed = [name for name in hyperparameters if hyperparameters[name] != setting.hyperparameters[name]]
+    if not changed:
+        return setting
+    axes = method_axes(setting.method, config)
+    identifier = setting_id(axes + [name for name in changed if name not in axes], hyperparameters)
+    return Setting(setting.method, identifier, hyperparameters)
+
+
 def expand_visual_grid(config: dict[str, Any], config_file: str = "the config") -> list[Setting]:
     """Return the (method, setting) pairs of the visual runs.
 
     `visual.settings` picks the text grid's settings to repeat with images: "defaults" (each method's
-    default setting) or "grid" (all of them). `visual.ablation` adds axes of the visual runs only, such
+    default setting) or "grid" (all of them). `visual.defaults.<method>` changes hyper-parameters of
+    every visual run of that method (see `visual_variant`). `visual.ablation` adds axes of the visual runs only, such
     as Excitor's visual_prompts, varied one at a time around each method's default setting. Such a
     setting is named after the default setting plus the changed axis, e.g. "r16_k30_l2_vis-rows".
     """
@@ -114,7 +143,7 @@ def expand_visual_grid(config: dict[str, Any], config_file: str = "the config") 
     mode = visual.get("settings", "defaults")
     if mode not in VISUAL_SETTING_MODES:
         raise UserError(f"visual.settings is {mode!r} in {config_file}; use one of {list(VISUAL_SETTING_MODES)}")
-    text_settings = expand_grid(config, config_file)
+    text_settings = [visual_variant(setting, config, config_file) for setting in expand_grid(config, config_file)]
     defaults: dict[str, Setting] = {}
     for setting in text_settings:
         defaults.setdefault(setting.method, setting)  # each method's first setting is its defaults

@@ -97,5 +97,16 @@ def test_visual_grid_adds_rows_setting_to_defaults():
     from excitor_bench.grid import expand_visual_grid
 
     settings = [(s.method, s.setting_id) for s in expand_visual_grid(load_config(None))]
-    assert settings == [("excitor", "r16_k30_l2"), ("lora", "r16"), ("prefix", "k16"), ("llama_adapter", "k10"),
-                        ("full", "default"), ("excitor", "r16_k30_l2_vis-rows")]
+    # visual.defaults changes Excitor's learning rate, layers and initialisation, so its name changes too.
+    excitor = "r16_k30_l4_lr0.02_init_scale0.5"
+    assert settings == [("excitor", excitor), ("lora", "r16"), ("prefix", "k16"), ("llama_adapter", "k10"),
+                        ("full", "default"), ("excitor", f"{excitor}_vis-rows")]
+
+
+def test_visual_defaults_reject_unknown_hyperparameter():
+    from excitor_bench.grid import expand_visual_grid
+
+    config = load_config(None)
+    config["visual"]["defaults"] = {"lora": {"ranks": 8}}
+    with pytest.raises(UserError, match="visual.defaults.lora.ranks in my.yaml"):
+        expand_visual_grid(config, "my.yaml")

@@ -19,6 +19,10 @@ try:
     VISUAL_SETTINGS = (
         {(s.method, s.setting_id): s for s in expand_visual_grid(config, CONFIG_FILES)} if VISUAL["enabled"] else {}
     )
+    # The visual runs' own default settings, which visual.defaults may have changed.
+    VISUAL_DEFAULT_SETTINGS = {}
+    for method, setting_id in VISUAL_SETTINGS:
+        VISUAL_DEFAULT_SETTINGS.setdefault(method, setting_id)
 except UserError as error:
     # A mistake in the config: one line, no traceback, and nothing already computed is touched.
     sys.exit(f"error: {error}")
@@ -126,7 +130,7 @@ def visual_run_spec(wildcards):
         "task": "visual",
         "method": setting.method,
         "setting": setting.setting_id,
-        "default": DEFAULT_SETTINGS[setting.method] == setting.setting_id,
+        "default": VISUAL_DEFAULT_SETTINGS[setting.method] == setting.setting_id,
         "hyperparameters": setting.hyperparameters,
         "seed": int(wildcards.seed),
         "training": {**config["training"], **(VISUAL.get("training") or {})},
