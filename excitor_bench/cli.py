@@ -201,7 +201,7 @@ def command_aggregate(args: argparse.Namespace) -> None:
     if args.visual_plot:
         from excitor_bench.plots import plot_visual_scores
 
-        plot_visual_scores(Path(args.runs_csv), Path(args.visual_plot))
+        plot_visual_scores(Path(args.table_csv), Path(args.visual_plot))
     if args.pareto_plot:
         from excitor_bench.plots import plot_score_vs_parameters
 
@@ -215,7 +215,7 @@ def command_aggregate(args: argparse.Namespace) -> None:
 # Each plot kind: the input argument it reads and the function of excitor_bench.plots that draws it.
 PLOT_KINDS = {
     "knowledge-vs-instructions": ("runs_csv", "plot_knowledge_vs_instructions"),
-    "visual-scores": ("runs_csv", "plot_visual_scores"),
+    "visual-scores": ("table_csv", "plot_visual_scores"),
     "score-vs-parameters": ("table_csv", "plot_score_vs_parameters"),
     "ablation": ("table_csv", "plot_ablation_axes"),
     "efficiency": ("efficiency_csv", "plot_efficiency"),
@@ -368,8 +368,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     plot = commands.add_parser("plot", help="draw one plot of the results")
     plot.add_argument("--kind", choices=sorted(PLOT_KINDS), default="knowledge-vs-instructions",
-                      help="knowledge-vs-instructions and visual-scores read --runs-csv; score-vs-parameters and "
-                           "ablation read --table-csv; efficiency reads --efficiency-csv")
+                      help="knowledge-vs-instructions reads --runs-csv; score-vs-parameters, ablation and "
+                           "visual-scores read --table-csv; efficiency reads --efficiency-csv")
     plot.add_argument("--runs-csv", help="runs.csv written by aggregate")
     plot.add_argument("--table-csv", help="table.csv written by aggregate")
     plot.add_argument("--efficiency-csv", help="efficiency.csv written by benchmark --csv")

@@ -1,7 +1,7 @@
 """Plots of the results, each drawn from one CSV file that the workflow writes.
 
 - `plot_knowledge_vs_instructions` (runs.csv): knowledge retained against instruction exact match.
-- `plot_visual_scores` (runs.csv): CIDEr and ScienceQA accuracy per method and setting.
+- `plot_visual_scores` (table.csv): CIDEr and ScienceQA accuracy per method and setting.
 - `plot_score_vs_parameters` (table.csv): each headline metric against trainable parameters, with the
   Pareto front (higher score with fewer parameters).
 - `plot_ablation_axes` (table.csv): each metric against every ablation axis that varies for a method.
@@ -226,15 +226,16 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
     save_figure(figure, out)
 
 
-def plot_visual_scores(runs_csv: Path, out: Path) -> None:
-    """Draw CIDEr and ScienceQA accuracy per method and setting, as bars with the spread over seeds.
+def plot_visual_scores(table_csv: Path, out: Path) -> None:
+    """Draw CIDEr and ScienceQA accuracy per method and setting, as bars with their confidence intervals.
 
     The caption panel marks the floor of the most common training caption. The first bar of each panel is
-    the untuned base model, which is given the text alone.
+    the untuned base model, which is given the text alone. Without interval columns the bars get the
+    standard deviation over seeds.
     """
-    table = summarize(read_csv(runs_csv, "per-run table"))
+    table = read_csv(table_csv, "per-setting table")
     if "caption_cider_mean" not in table or "scienceqa_accuracy_mean" not in table:
-        raise UserError(f"{runs_csv} has no caption or ScienceQA columns; run the workflow with visual.enabled")
+        raise UserError(f"{table_csv} has no caption or ScienceQA columns; run the workflow with visual.enabled")
     floor = table[table["method"] == MOST_COMMON_CAPTION]
     rows = table[(table["method"] != MOST_COMMON_CAPTION) & table["caption_cider_mean"].notna()]
     labels = [method if setting == method else f"{method}\n{setting}"
@@ -244,24 +245,26 @@ def plot_visual_scores(runs_csv: Path, out: Path) -> None:
     bar_colors = [colors(method_index[method] % 10) for method in rows["method"]]
     positions = range(len(rows))
 
-    figure, (captions, scienceqa) = plt.subplots(1, 2, figsize=(max(8.0, 1.1 * len(rows) + 2), 4.5), dpi=150)
+    figure, (captions, scienceqa) = plt.subplots(1, 2, figsize=(max(9.0, 1.2 * len(rows) + 3), 5.5), dpi=150)
     for axes, column, scale, label in (
-        (captions, "caption_cider", 1.0, "CIDEr on the test images (x100)"),
-        (scienceqa, "scienceqa_accuracy", 100.0, "ScienceQA accuracy on the test problems (%)"),
+        (captions, "caption_cider", 1.0, "CIDEr (x100)"),
+        (scienceqa, "scienceqa_accuracy", 100.0, "accuracy (%)"),
     ):
         means = scale * rows[f"{column}_mean"].astype(float)
-        spread = scale * rows[f"{column}_std"].astype(float).fillna(0.0)
-        axes.bar(positions, means, yerr=spread, color=bar_colors, capsize=3, alpha=0.9)
-        axes.set_xticks(list(positions), labels, rotation=60, ha="right", fontsize=7)
+        errors = interval_errors(rows, column, scale)
+        if errors is None and f"{column}_std" in rows:
+            errors = scale * rows[f"{column}_std"].astype(float).fillna(0.0)
+        axes.bar(positions, means, yerr=errors, color=bar_colors, capsize=3, alpha=0.9)
+        axes.set_xticks(list(positions), labels, rotation=60, ha="right", fontsize=6)
         axes.set_ylabel(label)
         axes.grid(axis="y", alpha=0.3)
     if len(floor):
         captions.axhline(float(floor["caption_cider_mean"].iloc[0]), color="grey", linestyle="--", linewidth=1,
                          label="most common training caption")
         captions.legend(fontsize=7)
-    captions.set_title("Captions (pycocoevalcap)")
-    scienceqa.set_title("ScienceQA")
-    figure.suptitle("Visual instruction tuning with a frozen CLIP (mean over seeds)")
+    captions.set_title("Captions of the test images (pycocoevalcap)", fontsize=10)
+    scienceqa.set_title("ScienceQA test problems", fontsize=10)
+    figure.suptitle("Visual instruction tuning with a frozen CLIP: mean and 95 % interval")
     figure.tight_layout()
     save_figure(figure, out)
 
