@@ -72,13 +72,20 @@ def command_pretrain(args: argparse.Namespace) -> None:
     log.info("pretraining finished: %s", stats)
 
 
-def command_train(args: argparse.Namespace) -> None:
-    from excitor_bench.train import train, write_spec
+def train_from_spec(args: argparse.Namespace, trainer) -> None:
+    """Record the run's spec in its folder first, then train it, so a failed run still shows what it was."""
+    from excitor_bench.train import write_spec
 
     out = Path(args.out)
     spec = parse_json_argument(args.spec)
     write_spec(spec, out)
-    train(spec, out)
+    trainer(spec, out)
+
+
+def command_train(args: argparse.Namespace) -> None:
+    from excitor_bench.train import train
+
+    train_from_spec(args, train)
 
 
 def load_model_for_evaluation(args: argparse.Namespace):
@@ -173,13 +180,9 @@ def command_clip(args: argparse.Namespace) -> None:
 
 
 def command_train_visual(args: argparse.Namespace) -> None:
-    from excitor_bench.train import write_spec
     from excitor_bench.visual import train_visual
 
-    out = Path(args.out)
-    spec = parse_json_argument(args.spec)
-    write_spec(spec, out)
-    train_visual(spec, out)
+    train_from_spec(args, train_visual)
 
 
 def command_aggregate(args: argparse.Namespace) -> None:
