@@ -38,10 +38,15 @@ rule all:
     input:
         "results/table.csv",
         "results/runs.csv",
+        "results/comparisons.csv",
+        "results/table.md",
+        "results/table.tex",
+        "results/provenance.csv",
         "results/plots/knowledge_vs_instructions.png",
         "results/plots/score_vs_parameters.png",
         "results/plots/ablation.png",
         VISUAL_PLOT.values(),
         "results/efficiency.csv",
         "results/plots/efficiency.png",
+        "results/config.yaml",
     default_target: True

@@ -561,10 +561,37 @@ def check_same_inputs(evaluation_files: list[Path]) -> None:
                 )
 
 
+PROVENANCE_PACKAGES = ("python", "torch", "transformers", "peft", "lm-eval", "pycocoevalcap")
+
+
+def provenance_table(evaluation_files: list[Path]) -> pd.DataFrame:
+    """Return one row per run folder with its provenance: task, git commit, key package versions and input digests.
+
+    Input digests are shortened to their first 12 hex digits, enough to tell versions apart by eye.
+    """
+    rows = []
+    run_dirs = sorted({read_json(path)["run"] for path in evaluation_files} - set(REFERENCE_RUNS))
+    for run in run_dirs:
+        path = Path(run) / "provenance.json"
+        if not path.is_file():
+            continue
+        record = read_json(path)
+        spec = record.get("spec", {})
+        git = record.get("git") or {}
+        row = {"method": spec.get("method"), "setting": spec.get("setting"), "seed": record.get("seed"),
+               "task": spec.get("task", "text"), "git_commit": git.get("commit"), "git_dirty": git.get("dirty")}
+        packages = record.get("packages") or {}
+        row.update({f"package_{name}": packages.get(name) for name in PROVENANCE_PACKAGES})
+        for name, entry in sorted((record.get("inputs") or {}).items()):
+            row[f"input_{name}"] = str(entry.get("sha256", "")).removeprefix("sha256:")[:12]
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
 def aggregate(evaluation_files: list[Path], runs_csv: Path, table_csv: Path, *,
               comparisons_csv: Path | None = None, timings_csv: Path | None = None,
               table_md: Path | None = None, table_tex: Path | None = None,
-              confidence: float = 0.95, resamples: int = 2000, permutations: int = 10000,
+              provenance_csv: Path | None = None, confidence: float = 0.95, resamples: int = 2000, permutations: int = 10000,
               seed: int = 0) -> None:
     """Write runs.csv and table.csv, and each optional output whose path is given.
 
@@ -591,6 +618,10 @@ def aggregate(evaluation_files: list[Path], runs_csv: Path, table_csv: Path, *,
         write_csv(timings, timings_csv)
         log.info("wrote the timings of %d runs to %s", len(timings), timings_csv)
 
+    if provenance_csv is not None:
+        provenance = provenance_table(evaluation_files)
+        write_csv(provenance, provenance_csv)
+        log.info("wrote the provenance of %d runs to %s", len(provenance), provenance_csv)
     if table_md is not None:
         write_markdown_table(table_csv, table_md, confidence=confidence)
     if table_tex is not None:

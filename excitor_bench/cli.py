@@ -195,7 +195,7 @@ def command_aggregate(args: argparse.Namespace) -> None:
         [Path(f) for f in args.evaluations], Path(args.runs_csv), Path(args.table_csv),
         comparisons_csv=optional_path(args.comparisons_csv), timings_csv=optional_path(args.timings_csv),
         table_md=optional_path(args.table_md), table_tex=optional_path(args.table_tex),
-        confidence=args.confidence, resamples=args.resamples, permutations=args.permutations, seed=args.seed,
+        provenance_csv=optional_path(args.provenance_csv), confidence=args.confidence, resamples=args.resamples, permutations=args.permutations, seed=args.seed,
     )
     if args.plot:
         from excitor_bench.plots import plot_knowledge_vs_instructions
@@ -357,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     aggregate.add_argument("--comparisons-csv", help="output: Excitor against every other method, paired on items")
     aggregate.add_argument("--timings-csv", help="output: wall-clock and memory figures, one row per run")
     aggregate.add_argument("--table-md", help="output: the headline metrics as a Markdown table")
+    aggregate.add_argument("--provenance-csv", help="output: each run's git commit, package versions and input digests")
     aggregate.add_argument("--table-tex", help="output: the headline metrics as a LaTeX booktabs table")
     aggregate.add_argument("--confidence", type=float, default=0.95, help="confidence level of the intervals")
     aggregate.add_argument("--resamples", type=int, default=2000, help="bootstrap resamples per interval")

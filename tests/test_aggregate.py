@@ -488,3 +488,20 @@ def test_runs_from_different_inputs_are_not_merged(tmp_path):
           {"inputs": {"train_data": {"path": "train.json", "sha256": "sha256:bbb"}}})
     with pytest.raises(UserError, match="different versions of train_data"):
         aggregate(files, tmp_path / "runs.csv", tmp_path / "table.csv")
+
+
+def test_provenance_table_lists_each_run(tmp_path):
+    files = fake_base(tmp_path, 0.80, 0.0)
+    files += fake_run(tmp_path, "lora", "r4", 0, 0.70, 0.50)
+    record = {"seed": 0, "spec": {"method": "lora", "setting": "r4"}, "git": {"commit": "abc", "dirty": False},
+              "packages": {"torch": "2.13.0"}, "inputs": {"train_data": {"sha256": "sha256:" + "f" * 64}}}
+    write(tmp_path / "runs" / "lora" / "r4" / "seed0" / "provenance.json", record)
+
+    aggregate(files, tmp_path / "runs.csv", tmp_path / "table.csv", provenance_csv=tmp_path / "provenance.csv")
+    table = pd.read_csv(tmp_path / "provenance.csv", dtype=str)
+
+    assert list(table["method"]) == ["lora"]
+    assert table.loc[0, "task"] == "text"
+    assert table.loc[0, "git_commit"] == "abc"
+    assert table.loc[0, "package_torch"] == "2.13.0"
+    assert table.loc[0, "input_train_data"] == "f" * 12

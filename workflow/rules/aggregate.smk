@@ -11,6 +11,7 @@ rule aggregate:
         table=report("results/table.csv", caption="../report/table.rst", category="Tables"),
         comparisons=report("results/comparisons.csv", caption="../report/comparisons.rst", category="Tables"),
         timings="results/timings.csv",
+        provenance=report("results/provenance.csv", caption="../report/provenance.rst", category="Provenance"),
         table_md="results/table.md",
         table_tex="results/table.tex",
         plot=report(
@@ -44,6 +45,18 @@ rule aggregate:
     shell:
         "excitor-bench aggregate --evaluations {input} --runs-csv {output.runs} --table-csv {output.table}"
         " --comparisons-csv {output.comparisons} --timings-csv {output.timings}"
-        " --table-md {output.table_md} --table-tex {output.table_tex}"
+        " --table-md {output.table_md} --table-tex {output.table_tex} --provenance-csv {output.provenance}"
         " --plot {output.plot} --pareto-plot {output.pareto_plot} --ablation-plot {output.ablation_plot}"
         " {params.visual_plot} > {log} 2>&1"
+
+
+# The config this invocation resolved (the default with every --configfile merged over it), for the report.
+rule resolved_config:
+    output:
+        report("results/config.yaml", caption="../report/config.rst", category="Provenance"),
+    params:
+        config=shlex.quote(yaml.safe_dump(config, sort_keys=True)),
+    log:
+        "results/logs/resolved_config.log",
+    shell:
+        "printf '%s' {params.config} > {output} 2> {log}"

@@ -5,6 +5,8 @@ import shlex
 import sys
 from pathlib import Path
 
+import yaml
+
 from excitor_bench.config import check_data_paths, validate_config
 from excitor_bench.errors import UserError
 from excitor_bench.grid import expand_grid, expand_visual_grid
