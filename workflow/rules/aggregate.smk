@@ -58,5 +58,7 @@ rule resolved_config:
         config=shlex.quote(yaml.safe_dump(config, sort_keys=True)),
     log:
         "results/logs/resolved_config.log",
+    conda:
+        "../envs/excitor.yaml"
     shell:
         "printf '%s' {params.config} > {output} 2> {log}"
