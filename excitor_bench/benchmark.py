@@ -23,6 +23,7 @@ import logging
 import math
 import platform
 import statistics
+import tempfile
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -53,6 +54,9 @@ EFFICIENCY_COLUMNS = (
     "trainable_parameters",
     "train_step_seconds",
     "train_step_ratio_to_lora",
+    "forward_seconds",
+    "forward_ratio_to_base",
+    "adapter_bytes",
     "generation_tokens_per_second",
     "generation_ratio_to_base",
     "train_state_mb_estimate",
@@ -139,6 +143,23 @@ def time_training_steps(model: nn.Module, batch: dict[str, torch.Tensor], steps:
 
 
 @torch.no_grad()
+def time_forward(model, batch, steps: int) -> float:
+    """Return seconds per forward pass without gradients (the cost of scoring, as in MMLU)."""
+    inputs = {key: value for key, value in batch.items() if key != "labels"}
+    start = time.perf_counter()
+    for _ in range(steps):
+        model(**inputs)
+    return (time.perf_counter() - start) / steps
+
+
+def saved_adapter_bytes(setting: Setting, model: nn.Module) -> int:
+    """Return the bytes on disk of what the method saves (the whole model for full fine-tuning)."""
+    with tempfile.TemporaryDirectory() as directory:
+        get_method(setting.method, **setting.hyperparameters).save(model, Path(directory))
+        return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
+
+
+@torch.no_grad()
 def time_generation(model: nn.Module, batch: dict[str, torch.Tensor], new_tokens: int) -> float:
     """Return generated tokens per second, greedy with the KV cache."""
     model.eval()
@@ -208,16 +229,22 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
 
 def efficiency_rows(settings: dict[str, str], trainable_parameters: dict[str, int],
                     step_seconds: dict[str, float], tokens_per_second: dict[str, float],
-                    state_mb_estimate: dict[str, float], peak_memory_mb: dict[str, float]) -> list[dict[str, Any]]:
+                    state_mb_estimate: dict[str, float], peak_memory_mb: dict[str, float],
+                    forward_seconds: dict[str, float] | None = None,
+                    adapter_bytes: dict[str, int] | None = None) -> list[dict[str, Any]]:
     """Build one row per method of `settings` (method -> setting id), then the `base` row.
 
     `train_step_ratio_to_lora` is a method's step seconds over LoRA's (below 1 is faster than LoRA).
     `generation_ratio_to_base` is a method's tokens per second over the base model's (1 is no slowdown).
+    `forward_ratio_to_base` is a method's forward-only seconds (no gradient) over the base model's.
     A ratio is None when LoRA or the base model was not measured. The base row has generation figures
     and zero trainable parameters only.
     """
     reference_step = step_seconds.get(REFERENCE_METHOD)
     base_speed = tokens_per_second.get(BASE)
+    forward_seconds = forward_seconds or {}
+    adapter_bytes = adapter_bytes or {}
+    base_forward = forward_seconds.get(BASE)
     rows = []
     for method, setting_id in settings.items():
         rows.append({
@@ -226,6 +253,9 @@ def efficiency_rows(settings: dict[str, str], trainable_parameters: dict[str, in
             "trainable_parameters": trainable_parameters.get(method),
             "train_step_seconds": step_seconds.get(method),
             "train_step_ratio_to_lora": ratio(step_seconds.get(method), reference_step),
+            "forward_seconds": forward_seconds.get(method),
+            "forward_ratio_to_base": ratio(forward_seconds.get(method), base_forward),
+            "adapter_bytes": adapter_bytes.get(method),
             "generation_tokens_per_second": tokens_per_second.get(method),
             "generation_ratio_to_base": ratio(tokens_per_second.get(method), base_speed),
             "train_state_mb_estimate": state_mb_estimate.get(method),
@@ -237,6 +267,9 @@ def efficiency_rows(settings: dict[str, str], trainable_parameters: dict[str, in
         "trainable_parameters": 0,
         "train_step_seconds": None,
         "train_step_ratio_to_lora": None,
+        "forward_seconds": base_forward,
+        "forward_ratio_to_base": 1.0 if base_forward else None,
+        "adapter_bytes": None,
         "generation_tokens_per_second": base_speed,
         "generation_ratio_to_base": 1.0 if base_speed else None,
         "train_state_mb_estimate": None,
@@ -282,7 +315,9 @@ def run_benchmark(model_path: str | None, model_settings: dict[str, Any], method
     trainable = {name: sum(p.numel() for p in model.parameters() if p.requires_grad) for name, model in tuned.items()}
     state_estimate = {name: train_state_bytes_estimate(model) / 2**20 for name, model in tuned.items()}
 
+    adapter_bytes = {setting.method: saved_adapter_bytes(setting, tuned[setting.method]) for setting in methods}
     step_times: dict[str, list[float]] = {name: [] for name in tuned}
+    forward_times: dict[str, list[float]] = {name: [] for name in generators}
     speeds: dict[str, list[float]] = {name: [] for name in generators}
     # Warm-up, untimed: the first step allocates AdamW's moments and the first generation its caches.
     for name, model in tuned.items():
@@ -293,13 +328,15 @@ def run_benchmark(model_path: str | None, model_settings: dict[str, Any], method
         for name, model in tuned.items():
             step_times[name].append(time_training_steps(model, train_batch, settings.steps_per_round, optimizers[name]))
         for name, model in generators.items():
+            forward_times[name].append(time_forward(model, train_batch, settings.steps_per_round))
             speeds[name].append(time_generation(model, prompt_batch, settings.new_tokens))
         log.info("round %d/%d done", round_index + 1, settings.rounds)
 
     step = {name: statistics.median(values) for name, values in step_times.items()}
     tokens_per_second = {name: statistics.median(values) for name, values in speeds.items()}
+    forward = {name: statistics.median(values) for name, values in forward_times.items()}
     rows = efficiency_rows({s.method: s.setting_id for s in methods}, trainable, step, tokens_per_second,
-                           state_estimate, peak_memory)
+                           state_estimate, peak_memory, forward_seconds=forward, adapter_bytes=adapter_bytes)
     return {
         "model": {"path": model_path, "parameters": sum(p.numel() for p in base.parameters()),
                   "layers": base.config.num_hidden_layers, "hidden_size": base.config.hidden_size},
@@ -317,6 +354,8 @@ def run_benchmark(model_path: str | None, model_settings: dict[str, Any], method
         "excitor_to_lora_step_ratio": ratio(step.get("excitor"), step.get(REFERENCE_METHOD)),
         "generation_tokens_per_second": tokens_per_second,
         "excitor_to_base_generation_ratio": ratio(tokens_per_second.get("excitor"), tokens_per_second.get(BASE)),
+        "forward_seconds": forward,
+        "adapter_bytes": adapter_bytes,
         "trainable_parameters": trainable,
         "train_state_mb_estimate": state_estimate,
         "train_peak_memory_mb": peak_memory or None,

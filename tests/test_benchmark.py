@@ -202,3 +202,14 @@ def test_command_writes_csv_and_plot(tmp_path):
     assert [row["method"] for row in rows] == ["lora", "base"]
     assert rows[0]["train_step_ratio_to_lora"] == "1"
     assert (tmp_path / "e.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_forward_ratio_and_adapter_size_columns():
+    rows = efficiency_rows({"lora": "r2"}, {"lora": 1}, {"lora": 0.5}, {"base": 2.0, "lora": 1.0}, {}, {},
+                           forward_seconds={"base": 0.2, "lora": 0.3}, adapter_bytes={"lora": 4096})
+    lora, base = rows
+    # Hand figures: 0.3 s against the base model's 0.2 s is 1.5 times; the base row is the reference.
+    assert lora["forward_ratio_to_base"] == pytest.approx(1.5)
+    assert lora["adapter_bytes"] == 4096
+    assert base["forward_ratio_to_base"] == 1.0
+    assert base["adapter_bytes"] is None

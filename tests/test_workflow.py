@@ -61,17 +61,27 @@ def test_table_has_visual_columns_for_every_method(finished_workflow):
 
 def test_runs_have_efficiency_figures(finished_workflow):
     runs = pd.read_csv(finished_workflow / "results" / "runs.csv")
-    tuned = runs[runs["method"] != "base"]
+    # The text runs: every tuned row with an MMLU score (visual-only settings have none).
+    tuned = runs[~runs["method"].isin(["base", "most_common_caption"]) & runs["mmlu_accuracy"].notna()]
+    visual = runs[runs["caption_cider"].notna() & (runs["method"] != "base")]
 
+    assert len(tuned) == 6
     for column in ("trainable_parameters", "adapter_bytes", "final_loss"):
         assert (tuned[column] > 0).all(), column
-    timings = pd.read_csv(finished_workflow / "results" / "timings.csv")
-    for column in ("train_seconds", "peak_memory_mb", "tokens_per_second"):
-        assert (timings[column] > 0).all(), column
+    assert len(visual) == 7  # six visual runs and the caption floor
+    runs_with_images = visual[visual["method"] != "most_common_caption"]
+    assert (runs_with_images["visual_trainable_parameters"] > 0).all()
     full = tuned[tuned["method"] == "full"].iloc[0]
     excitor = tuned[tuned["method"] == "excitor"].iloc[0]
     assert excitor["trainable_parameters"] < full["trainable_parameters"]
     assert excitor["adapter_bytes"] < full["adapter_bytes"]
+
+    timings = pd.read_csv(finished_workflow / "results" / "timings.csv")
+    text_timings = timings[timings["train_seconds"].notna()]
+    assert len(text_timings) == len(tuned)
+    for column in ("train_seconds", "peak_memory_mb", "tokens_per_second"):
+        assert (text_timings[column] > 0).all(), column
+    assert (timings["visual_train_seconds"].dropna() > 0).sum() == len(runs_with_images)
 
 
 def test_plot_is_written(finished_workflow):
