@@ -171,12 +171,18 @@ def setting_numbers(table: pd.DataFrame) -> dict[tuple[str, str], int]:
                                                                                        tuned["setting"]))}
 
 
-def add_key(figure, numbers: dict[tuple[str, str], int], key_width: float = 2.3) -> float:
-    """Write the list "number  method setting" in a strip `key_width` inches wide at the figure's right edge.
+def add_key(figure, numbers: dict[tuple[str, str], int], key_width: float | None = None) -> float:
+    """Write the list "number  method setting" in a strip at the figure's right edge.
 
-    Returns the figure fraction where the strip starts, for tight_layout's rect.
+    The strip is `key_width` inches wide, by default wide enough for the longest line: a 7-point
+    monospace character is about 0.06 inches wide. The figure widens by the strip, so the panels keep
+    their size. Returns the figure fraction where the strip starts, for tight_layout's rect.
     """
-    key = "\n".join(f"{number:>2}  {method} {setting}" for (method, setting), number in numbers.items())
+    lines = [f"{number:>2}  {method} {setting}" for (method, setting), number in numbers.items()]
+    key = "\n".join(lines)
+    if key_width is None:
+        key_width = max(2.3, 0.06 * max((len(line) for line in lines), default=0) + 0.2)
+    figure.set_figwidth(figure.get_figwidth() + max(0.0, key_width - 2.3))
     key_left = 1 - key_width / figure.get_figwidth()
     figure.text(key_left + 0.01, 0.5, key, fontsize=7, family="monospace", ha="left", va="center")
     return key_left
