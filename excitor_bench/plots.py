@@ -380,9 +380,11 @@ def ablation_lines(rows: pd.DataFrame, axis: str, metric: str) -> list[tuple[str
     Returns (name, rows sorted along the axis) for every line with a metric value at two axis values
     or more. The name lists the other axes' values, or is empty when no other axis varies.
     """
-    others = [column for column in varying_axes(rows) if column != axis]
     positions, _ = axis_positions(rows[axis])
     measured = rows[rows[f"{metric}_mean"].notna()]
+    # Only the settings that measured the metric count: the visual runs' own hyper-parameters must not
+    # split the text settings' lines, nor the other way round.
+    others = [column for column in varying_axes(measured) if column != axis]
     keys = measured[others].map(axis_value_text).apply(tuple, axis=1) if others else pd.Series(
         [()] * len(measured), index=measured.index, dtype=object)
     lines = []
@@ -410,6 +412,7 @@ def plot_ablation_axes(table_csv: Path, out: Path) -> None:
     lines = {(metric, method, axis): ablation_lines(tuned[tuned["method"] == method], axis, metric)
              for metric in metrics for method, axis in panels}
     metrics = [m for m in metrics if any(lines[(m, method, axis)] for method, axis in panels)]
+    panels = [(method, axis) for method, axis in panels if any(lines[(m, method, axis)] for m in metrics)]
     if not metrics:
         figure, axes = plt.subplots(figsize=(6, 2), dpi=150)
         axes.axis("off")
