@@ -77,7 +77,7 @@ def check_visual_data_paths(config: dict[str, Any], config_file: str = "the conf
     Image files are only checked for existence here. A job decodes each image when it first reads it,
     and reports a file that is not an image by name.
     """
-    from excitor_bench.vision.coco import load_karpathy
+    from excitor_bench.vision.coco import TRAIN_SPLITS, load_karpathy
     from excitor_bench.vision.scienceqa import load_scienceqa
 
     visual = config.get("visual") or {}
@@ -93,11 +93,30 @@ def check_visual_data_paths(config: dict[str, Any], config_file: str = "the conf
     if bool(data.get("coco")) != bool(data.get("coco_images")):
         raise UserError(f"visual.data in {config_file} sets only one of coco and coco_images; "
                         "give both (the Karpathy JSON and the folder of its image folders) or neither")
+    evaluation = config.get("evaluation") or {}
     if data.get("coco"):
-        load_karpathy(Path(data["coco"]), Path(data["coco_images"]))
+        images = load_karpathy(Path(data["coco"]), Path(data["coco_images"]))
+        splits = {image.split for image in images}
+        caption_split = (evaluation.get("captions") or {}).get("split", "test")
+        if caption_split not in splits:
+            raise UserError(f"evaluation.captions.split in {config_file} is {caption_split!r}, but {data['coco']} "
+                            f"has no image in that split; use one of {sorted(splits)}")
+        if not splits & set(TRAIN_SPLITS):
+            raise UserError(f"{data['coco']} has no image in the training splits {list(TRAIN_SPLITS)}, which the "
+                            "visual runs tune on; use a Karpathy file with a train split")
     if data.get("scienceqa"):
-        for split in ("train", config["evaluation"].get("scienceqa", {}).get("split", "test")):
+        for split in ("train", (evaluation.get("scienceqa") or {}).get("split", "test")):
             load_scienceqa(Path(data["scienceqa"]), split)
+    vision_model = visual.get("vision_model")
+    # A path that cannot be a hub id ("/x", "./x", "~/x") must exist; a hub id is checked when a job loads it.
+    if vision_model and str(vision_model).startswith(("/", ".", "~")):
+        from excitor_bench.vision.clip import check_clip_folder
+
+        folder = Path(vision_model).expanduser()
+        if not folder.exists():
+            raise UserError(f"visual.vision_model in {config_file} is {vision_model!r}, which does not exist; "
+                            "give a CLIP folder, a hub id such as openai/clip-vit-large-patch14, or null")
+        check_clip_folder(folder)
 
 
 def reject_unknown_keys(cls: type, section: str, settings: dict[str, Any], source: str) -> None:

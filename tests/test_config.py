@@ -110,3 +110,22 @@ def test_visual_defaults_reject_unknown_hyperparameter():
     config["visual"]["defaults"] = {"lora": {"ranks": 8}}
     with pytest.raises(UserError, match="visual.defaults.lora.ranks in my.yaml"):
         expand_visual_grid(config, "my.yaml")
+
+
+def test_visual_evaluation_split_is_checked_at_start():
+    from excitor_bench.config import check_visual_data_paths
+
+    config = visual_config(coco=str(FIXTURES / "coco" / "dataset_coco.json"),
+                           coco_images=str(FIXTURES / "coco" / "images"))
+    config["evaluation"]["captions"]["split"] = "tset"
+    with pytest.raises(UserError, match="evaluation.captions.split in my.yaml is 'tset'"):
+        check_visual_data_paths(config, "my.yaml")
+
+
+def test_missing_vision_model_folder_is_reported_at_start(tmp_path):
+    from excitor_bench.config import check_visual_data_paths
+
+    config = load_config(None)
+    config["visual"]["vision_model"] = str(tmp_path / "no-clip")
+    with pytest.raises(UserError, match="visual.vision_model in my.yaml"):
+        check_visual_data_paths(config, "my.yaml")

@@ -156,7 +156,12 @@ def parse_problem(pid: str, entry: Any, root: Path, problems_path: Path, check_i
     if len(choices) < 2:
         raise UserError(f"{where} has {len(choices)} choice(s); a multiple-choice problem needs at least 2")
     answer = entry["answer"]
-    if not isinstance(answer, int) or isinstance(answer, bool) or not 0 <= answer < len(choices):
+    if not isinstance(answer, int) or isinstance(answer, bool):
+        raise UserError(
+            f"{where}: answer {answer!r} is not an integer; it must be the index of the right choice, "
+            f"from 0 to {len(choices) - 1}"
+        )
+    if not 0 <= answer < len(choices):
         raise UserError(
             f"{where}: answer {answer!r} is out of range for {len(choices)} choices; "
             f"it must be an index from 0 to {len(choices) - 1}"
