@@ -47,6 +47,8 @@ COLUMNS = (
     Column("CIDEr", "caption_cider", "cider"),
     Column("ScienceQA (%)", "scienceqa_accuracy", "percent"),
     Column("Trainable parameters", "trainable_parameters", "parameters"),
+    # The visual runs also train the projection from the vision tower, so they get their own count.
+    Column("Visual trainable parameters", "visual_trainable_parameters", "parameters"),
 )
 LEADING_HEADERS = ("Method", "Setting", "Seeds")
 
@@ -105,10 +107,6 @@ def table_rows(table: pd.DataFrame) -> list[list[str]]:
 def metric_cell(record: pd.Series, column: Column) -> str:
     """Return "mean [low, high]", or "mean" without an interval, or "n/a" without a mean."""
     mean = _value(record, f"{column.metric}_mean")
-    if column.style == "parameters" and math.isnan(mean):
-        # A setting that only has visual runs reports the visual run's count, projection included.
-        visual = _value(record, f"visual_{column.metric}_mean")
-        return MISSING if math.isnan(visual) else f"{format_parameters(visual)} (visual)"
     if math.isnan(mean):
         return MISSING
 

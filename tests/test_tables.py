@@ -8,7 +8,8 @@ import pytest
 from excitor_bench.errors import UserError
 from excitor_bench.tables import format_parameters, latex_escape, write_latex_table, write_markdown_table
 
-PAPER_CELLS = ["paper (LLaMA-Excitor, LLaMA-7B)", "n/a", "n/a", "n/a", "n/a", "n/a", "+3.12", "157.5", "88.39", "n/a"]
+PAPER_CELLS = ["paper (LLaMA-Excitor, LLaMA-7B)", "n/a", "n/a", "n/a", "n/a", "n/a", "+3.12", "157.5", "88.39", "n/a",
+               "n/a"]
 
 
 def write_table(path, rows):
@@ -50,7 +51,7 @@ def test_markdown_row_cells(tmp_path):
     assert markdown_cells(lines[0])[:4] == ["Method", "Setting", "Seeds", "Instruction exact match (%)"]
     assert markdown_cells(lines[2]) == [
         "lora", "r4", "2", "50.00 [25.00, 75.00]", "-10.00 [-15.00, -5.00]", "70.00", "-12.50",
-        "75.0 [50.0, 100.0]", "n/a", "7.6M",
+        "75.0 [50.0, 100.0]", "n/a", "7.6M", "n/a",
     ]
 
 
@@ -74,14 +75,15 @@ def test_markdown_escapes_pipe(tmp_path):
     assert "| a\\|b |" in (tmp_path / "table.md").read_text()
 
 
-def test_visual_only_setting_shows_visual_parameters(tmp_path):
+def test_visual_parameters_have_their_own_column(tmp_path):
     row = lora_row(trainable_parameters_mean=float("nan"), visual_trainable_parameters_mean=1_500)
     table = write_table(tmp_path / "table.csv", [row])
 
     write_markdown_table(table, tmp_path / "table.md")
     lines = (tmp_path / "table.md").read_text().splitlines()
 
-    assert markdown_cells(lines[2])[-1] == "1.5K (visual)"
+    assert markdown_cells(lines[0])[-1] == "Visual trainable parameters"
+    assert markdown_cells(lines[2])[-2:] == ["n/a", "1.5K"]
 
 
 def test_latex_escape():
@@ -98,7 +100,7 @@ def test_latex_table(tmp_path):
     text = (tmp_path / "table.tex").read_text()
     lines = text.splitlines()
 
-    assert "\\begin{tabular}{llrrrrrrrr}" in lines
+    assert "\\begin{tabular}{llrrrrrrrrr}" in lines
     assert lines.index("\\toprule") < lines.index("\\midrule") < lines.index("\\bottomrule")
     assert "Instruction exact match (\\%)" in text
     assert "llama\\_adapter & p10\\_l2 & 2 & 50.00 [25.00, 75.00]" in text
