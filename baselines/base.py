@@ -66,8 +66,8 @@ class TuningMethod(abc.ABC):
     def build_visual(self, base_model: nn.Module, vision_tower: nn.Module, visual_config: VisualConfig) -> nn.Module:
         """Wrap `base_model` with the method and feed it images from the frozen `vision_tower`.
 
-        The default feeds projected visual tokens as a prefix of the input embeddings (baselines.visual);
-        a method with its own entry point for images, such as Excitor, overrides this and the two below.
+        The default feeds projected visual tokens as a prefix of the input embeddings (baselines.visual).
+        A method with its own entry point for images, such as Excitor, overrides this and the two below.
         """
         from baselines.visual import VisualPrefixModel
 
@@ -75,10 +75,10 @@ class TuningMethod(abc.ABC):
 
     def save_visual(self, model: nn.Module, directory: Path) -> None:
         """Write the method's weights, the visual projection and the visual config into `directory`."""
-        from baselines.visual import save_visual_parts
+        from excitor.multimodal import save_visual_parts
 
         self.save(model.language_model, directory)
-        save_visual_parts(model, directory)
+        save_visual_parts(model.visual_encoder, model.visual_config, directory)
 
     def load_visual(self, base_model: nn.Module, vision_tower: nn.Module, directory: Path) -> nn.Module:
         """Rebuild a model saved by `save_visual` onto a fresh base model and the same vision tower."""

@@ -25,7 +25,7 @@ class ExcitorSettings(MethodSettings):
     init_scale: float = 0.02
     key_source: str = "frozen"
     visual_prompts: str = "add"
-    """How image features reach the prompts in the visual setting: "add" or "rows" (excitor.multimodal)."""
+    """The way image features reach the prompts in the visual setting: "add" or "rows" (excitor.multimodal)."""
 
     def excitor_config(self) -> "ExcitorConfig":
         from excitor import ExcitorConfig

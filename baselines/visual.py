@@ -1,9 +1,9 @@
 """The visual setting of the baselines: projected CLIP features as a prefix of the input embeddings.
 
 LoRA, prefix tuning, LLaMA-Adapter and full fine-tuning have no place of their own for an image, so
-they get it the way most visual instruction tuning recipes feed one (LLaVA, for example): the frozen
+they get it the way most visual instruction tuning recipes feed one, LLaVA for example. The frozen
 vision tower's features go through one trainable linear projection into the language model's
-embedding space and are placed in front of the text as N extra input embeddings. The projection is
+embedding space, and are placed in front of the text as N extra input embeddings. The projection is
 the same kind as multi-modal Excitor's (`excitor.multimodal.VisualEncoder`), and it sees the same
 features, so every method gets the same information about the image.
 
@@ -18,7 +18,6 @@ whose generation does not accept input embeddings) run unchanged, with the KV ca
 from __future__ import annotations
 
 import contextlib
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -28,12 +27,10 @@ from torch import nn
 
 from excitor.multimodal import (
     PROJECTION_WEIGHTS_NAME,
-    VISUAL_CONFIG_NAME,
     VisualConfig,
     VisualEncoder,
     load_projection,
     read_visual_config,
-    save_projection,
 )
 
 IGNORE_INDEX = -100
@@ -55,8 +52,8 @@ class VisualPrefixModel(nn.Module):
         self.visual_config = visual_config
         self.placeholder_token_id = placeholder_token_id
         embeddings = language_model.get_input_embeddings()
-        self.visual_encoder = VisualEncoder(vision_tower, embeddings.embedding_dim, visual_config.features)
-        self.visual_encoder.projection.to(dtype=embeddings.weight.dtype)
+        self.visual_encoder = VisualEncoder(vision_tower, embeddings.embedding_dim, visual_config.features,
+                                            dtype=embeddings.weight.dtype)
 
     @property
     def config(self) -> Any:
@@ -144,14 +141,6 @@ class VisualPrefixModel(nn.Module):
         with self._visual_embeddings(visual, positions):
             output = self.language_model.generate(**inputs, **kwargs)  # (B, N + T + new)
         return torch.cat([input_ids, output[:, positions.shape[1]:]], dim=1)
-
-
-def save_visual_parts(model: nn.Module, directory: Path) -> None:
-    """Write a visual model's projection weights and visual config beside its language model's weights."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
-    save_projection(model.visual_encoder.projection, directory / PROJECTION_WEIGHTS_NAME)
-    (directory / VISUAL_CONFIG_NAME).write_text(json.dumps(model.visual_config.to_dict(), indent=2) + "\n")
 
 
 def load_visual_prefix_model(language_model: nn.Module, vision_tower: nn.Module, directory: Path) -> VisualPrefixModel:

@@ -1,6 +1,6 @@
 """Multi-modal Excitor: a frozen CLIP vision tower conditions every Excitor block's prompts on the image.
 
-The paper feeds the features of a frozen CLIP visual encoder into the same Excitor block, with no
+LLaMA-Excitor (Zou et al., CVPR 2024) feeds the features of a frozen CLIP visual encoder into the same Excitor block, with no
 separate vision-language alignment stage. No readable source states how, so this module implements the
 reconstruction below and exposes the alternative as a switch:
 
@@ -55,7 +55,7 @@ FEATURE_KINDS = ("global", "tokens")
 
 @dataclass
 class VisualConfig:
-    """How image features reach the language model.
+    """The settings of how image features reach the language model.
 
     Args:
         prompt_mode: "add" adds the projected feature to every prompt row (the default reconstruction);
@@ -92,7 +92,9 @@ class VisualEncoder(nn.Module):
     CLIPVisionModel. It stays in eval mode and receives no gradient, even while the encoder trains.
     """
 
-    def __init__(self, vision_tower: nn.Module, hidden_size: int, features: str = "global") -> None:
+    def __init__(self, vision_tower: nn.Module, hidden_size: int, features: str = "global",
+                 dtype: torch.dtype | None = None) -> None:
+        """`dtype` is the projection's, normally the language model's; None keeps torch's default."""
         super().__init__()
         if features not in FEATURE_KINDS:
             raise ValueError(f"features must be one of {FEATURE_KINDS}, got {features!r}")
@@ -101,7 +103,7 @@ class VisualEncoder(nn.Module):
         self.vision_tower.eval()
         self.features = features
         weight = next(vision_tower.parameters())
-        self.projection = nn.Linear(vision_tower.config.hidden_size, hidden_size, device=weight.device)
+        self.projection = nn.Linear(vision_tower.config.hidden_size, hidden_size, device=weight.device, dtype=dtype)
 
     @property
     def num_tokens(self) -> int:
@@ -133,7 +135,7 @@ def visual_prompts(model: nn.Module, visual: torch.Tensor, prompt_mode: str) -> 
     """Condition every Excitor block of `model` on `visual` (B, N, C) while the context is open.
 
     With prompt_mode="add", N must be 1, or the tokens are averaged to one vector per example first.
-    The blocks are reset on exit, also after an error, so a later text-only call never sees stale images.
+    The blocks are reset on exit, also after an error, so a later text-only call gets no stale image.
     """
     blocks = excitor_modules(model)
     if not blocks:
@@ -170,8 +172,8 @@ class ExcitorVisualModel(nn.Module):
         self.visual_config = visual_config or VisualConfig()
         self.language_model = ExcitorModel(language_model, config)
         hidden_size = language_model.get_input_embeddings().embedding_dim
-        self.visual_encoder = VisualEncoder(vision_tower, hidden_size, self.visual_config.features)
-        self.visual_encoder.projection.to(dtype=next(language_model.parameters()).dtype)
+        self.visual_encoder = VisualEncoder(vision_tower, hidden_size, self.visual_config.features,
+                                            dtype=next(language_model.parameters()).dtype)
 
     @property
     def excitor_config(self) -> ExcitorConfig:
@@ -210,10 +212,8 @@ class ExcitorVisualModel(nn.Module):
 
     def save_pretrained(self, save_directory: str | Path) -> None:
         """Write the Excitor adapter, the visual projection and `visual_config.json` into one folder."""
-        directory = Path(save_directory)
-        self.language_model.save_pretrained(directory)
-        save_projection(self.visual_encoder.projection, directory / PROJECTION_WEIGHTS_NAME)
-        (directory / VISUAL_CONFIG_NAME).write_text(json.dumps(self.visual_config.to_dict(), indent=2) + "\n")
+        self.language_model.save_pretrained(save_directory)
+        save_visual_parts(self.visual_encoder, self.visual_config, save_directory)
 
     @classmethod
     def from_pretrained(
@@ -234,14 +234,20 @@ class ExcitorVisualModel(nn.Module):
         return model
 
 
-def save_projection(projection: nn.Linear, path: Path) -> None:
-    """Write the projection's weight and bias as safetensors."""
-    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in projection.state_dict().items()}
-    save_file(tensors, str(path), metadata={"format": "pt"})
+def save_visual_parts(encoder: VisualEncoder, visual_config: VisualConfig, directory: str | Path) -> None:
+    """Write the projection's weights and `visual_config.json`, beside the language model's own files.
+
+    The frozen vision tower is not saved: loading takes it from where it was loaded for training.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    tensors = {name: tensor.detach().contiguous().cpu() for name, tensor in encoder.projection.state_dict().items()}
+    save_file(tensors, str(directory / PROJECTION_WEIGHTS_NAME), metadata={"format": "pt"})
+    (directory / VISUAL_CONFIG_NAME).write_text(json.dumps(visual_config.to_dict(), indent=2) + "\n")
 
 
 def load_projection(projection: nn.Linear, path: Path) -> None:
-    """Load saved projection weights, with an error that says which model they do not fit."""
+    """Load saved projection weights, raising an error that names the tensor and shape that do not fit."""
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: pass a folder written by save_pretrained.")
     weights = load_file(str(path))

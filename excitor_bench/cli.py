@@ -38,6 +38,7 @@ from excitor_bench.errors import UserError
 log = logging.getLogger("excitor_bench")
 
 VISUAL_EVALUATIONS = ("captions", "scienceqa")
+IMAGES_HELP = "the folder that contains the Karpathy file's image folders"
 
 
 def parse_json_argument(value: str) -> Any:
@@ -139,7 +140,7 @@ def command_evaluate_visual(args: argparse.Namespace) -> None:
         processor = None
     if args.evaluation == "captions":
         if not args.images:
-            raise UserError("evaluate captions needs --images, the folder that contains the Karpathy file's image folders")
+            raise UserError(f"evaluate captions needs --images, {IMAGES_HELP}")
         result = evaluate_captions(model, tokenizer, processor, Path(args.data), Path(args.images), **settings)
     else:
         result = evaluate_scienceqa(model, tokenizer, processor, Path(args.data), **settings)
@@ -320,7 +321,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True,
                           help="MMLU folder (Hendrycks layout), instruction test JSON, Karpathy caption JSON "
                                "or ScienceQA folder (problems.json, pid_splits.json, images/)")
-    evaluate.add_argument("--images", help="captions: the folder that contains the Karpathy file's image folders")
+    evaluate.add_argument("--images", help=f"captions: {IMAGES_HELP}")
     evaluate.add_argument("--vision-model", help="visual runs: the CLIP folder or hub id they were trained with")
     evaluate.add_argument("--settings", help="evaluation settings (JSON or file), e.g. batch_size, limit")
     evaluate.add_argument("--out", required=True, help="result JSON file")
@@ -328,7 +329,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     floor = commands.add_parser("caption-floor", help="score the most common training caption on the test images")
     floor.add_argument("--data", required=True, help="Karpathy caption JSON")
-    floor.add_argument("--images", required=True, help="the folder that contains the Karpathy file's image folders")
+    floor.add_argument("--images", required=True, help=IMAGES_HELP)
     floor.add_argument("--settings", help="settings (JSON or file): split, limit")
     floor.add_argument("--out", required=True, help="result JSON file")
     floor.set_defaults(handler=command_caption_floor)
@@ -341,7 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     clip = commands.add_parser("clip", help="train the tiny CLIP on the training captions and score its retrieval")
     clip.add_argument("--settings", required=True, help="the config's visual.clip section (JSON or file)")
     clip.add_argument("--captions", required=True, help="Karpathy caption JSON")
-    clip.add_argument("--images", required=True, help="the folder that contains the Karpathy file's image folders")
+    clip.add_argument("--images", required=True, help=IMAGES_HELP)
     clip.add_argument("--out", required=True, help="output folder: a CLIP folder plus retrieval.json")
     clip.set_defaults(handler=command_clip)
 

@@ -8,7 +8,7 @@ format is the one the text-only runs learn:
     ScienceQA  instruction SCIENCEQA_INSTRUCTION, input build_prompt; response: "The answer is B."
 
 A ScienceQA problem without an image gets a white image of the vision tower's input size, so every
-example of a batch has one. Only the problem's context text tells the model that the picture is empty.
+example of a batch has one. The model learns that the picture is empty only from the problem's context text.
 Evaluation decodes greedily, in left-padded batches with the KV cache, and scores captions with
 pycocoevalcap and ScienceQA by answer letter.
 """
@@ -256,7 +256,7 @@ def evaluate_captions(model, tokenizer, processor, annotations: Path, images: Pa
 
 def evaluate_scienceqa(model, tokenizer, processor, root: Path, *, split: str = "test", max_new_tokens: int = 8,
                        batch_size: int = 32, limit: int | None = None) -> dict[str, Any]:
-    """Answer the split's problems and score the answer letters, overall and per ScienceQA group."""
+    """Generate an answer to each of the split's problems and score the letters, overall and per ScienceQA group."""
     from excitor_bench.evaluate.scienceqa import score_scienceqa
     from excitor_bench.vision.scienceqa import load_scienceqa
 

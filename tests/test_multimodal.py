@@ -118,7 +118,7 @@ def test_vision_tower_stays_in_eval_mode():
     assert model.visual_encoder.projection.training
 
 
-def test_text_only_call_after_image_call_sees_no_image():
+def test_image_call_leaves_no_state():
     model = visual_model()
     open_gates(model)
     ids = token_ids()

@@ -34,8 +34,8 @@ def finished_workflow(tmp_path_factory) -> Path:
 def test_table_has_every_method(finished_workflow):
     table = pd.read_csv(finished_workflow / "results" / "table.csv")
 
-    # The micro config: Excitor at ranks 2 and 4, and with images its visual defaults with visual
-    # prompts added or as rows; one setting of each baseline; the base row and the caption floor.
+    # The micro config has Excitor at ranks 2 and 4, and with images at its visual defaults with the
+    # visual prompts added or as rows. Each baseline has one setting, plus the base and caption floor rows.
     assert sorted(table["method"]) == ["base", "excitor", "excitor", "excitor", "excitor", "full", "llama_adapter",
                                        "lora", "most_common_caption", "prefix"]
     assert set(table.loc[table["method"] == "excitor", "hp_rank"]) == {2, 4}

@@ -76,10 +76,10 @@ def load_karpathy(json_path: Path, image_root: Path, splits: Iterable[str] | Non
 
     # The request fails only when none of its splits has images, so TRAIN_SPLITS also reads a file without restval.
     if requested and not any(split_counts[split] for split in requested):
-        wanted = " or ".join(repr(name) for name in requested)
+        requested_names = " or ".join(repr(name) for name in requested)
         present = ", ".join(f"{name} ({count})" for name, count in sorted(split_counts.items()))
         raise UserError(
-            f"{json_path}: no images in split {wanted}; the splits present are {present or 'none'}. "
+            f"{json_path}: no images in split {requested_names}; the splits present are {present or 'none'}. "
             "Request one of those splits"
         )
 
