@@ -4,7 +4,7 @@ LoRA, prefix tuning, LLaMA-Adapter and full fine-tuning have no place of their o
 they get it the way most visual instruction tuning recipes feed one, LLaVA for example. The frozen
 vision tower's features go through one trainable linear projection into the language model's
 embedding space, and are placed in front of the text as N extra input embeddings. The projection is
-the same kind as multi-modal Excitor's (`excitor.multimodal.VisualEncoder`), and it sees the same
+the same kind as multi-modal Excitor's (`excitor.multimodal.VisualEncoder`), and it receives the same
 features, so every method gets the same information about the image.
 
 The visual tokens take N placeholder positions right before the first attended token of each row,
