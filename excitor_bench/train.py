@@ -11,6 +11,7 @@ import logging
 import math
 import resource
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
+from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from baselines import get_method
 from excitor_bench.config import reject_unknown_keys
@@ -38,6 +40,7 @@ class TrainingSettings:
     warmup_steps: int = 10
     weight_decay: float = 0.0
     max_grad_norm: float = 1.0
+    group_by_length: bool = False
     log_every: int = 25
     device: str = "auto"
     dtype: str = "auto"
@@ -59,14 +62,29 @@ def directory_size_bytes(directory: Path) -> int:
     return sum(path.stat().st_size for path in Path(directory).rglob("*") if path.is_file())
 
 
-def batch_order(num_examples: int, steps: int, batch_size: int, seed: int) -> list[list[int]]:
-    """Return the example indices of every step: epochs of seeded permutations, the same for every method."""
+def batch_order(num_examples: int, steps: int, batch_size: int, seed: int,
+                lengths: Sequence[int] | None = None) -> list[list[int]]:
+    """Return the example indices of every step, the same for every method: epochs of seeded permutations.
+
+    With `lengths` (one per example), each epoch is grouped into batches of similar length by
+    transformers' get_length_grouped_indices, which sorts each mega-batch of 50 batches by length, so
+    that little compute goes to padding. The epoch's batches are then shuffled, because a batch's length
+    would otherwise follow its place in the mega-batch. The epoch's shorter last batch is shuffled too.
+    """
     generator = torch.Generator().manual_seed(seed)
-    needed = steps * batch_size
-    indices: list[int] = []
-    while len(indices) < needed:
-        indices.extend(torch.randperm(num_examples, generator=generator).tolist())
-    return [indices[step * batch_size : (step + 1) * batch_size] for step in range(steps)]
+    if lengths is None:
+        indices: list[int] = []
+        while len(indices) < steps * batch_size:
+            indices.extend(torch.randperm(num_examples, generator=generator).tolist())
+        return [indices[step * batch_size : (step + 1) * batch_size] for step in range(steps)]
+    if len(lengths) != num_examples:
+        raise ValueError(f"batch_order got {len(lengths)} lengths for {num_examples} examples")
+    batches: list[list[int]] = []
+    while len(batches) < steps:
+        grouped = get_length_grouped_indices(list(lengths), batch_size, generator=generator)
+        epoch = [grouped[start : start + batch_size] for start in range(0, num_examples, batch_size)]
+        batches.extend(epoch[i] for i in torch.randperm(len(epoch), generator=generator).tolist())
+    return batches[:steps]
 
 
 def encode_examples(examples, tokenizer, max_length: int, source: str) -> list[tuple[list[int], list[int]]]:
@@ -121,7 +139,7 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     def make_batch(indices: list[int]) -> dict[str, torch.Tensor]:
         return collate([encoded[i] for i in indices], tokenizer.pad_token_id)
 
-    figures = optimise(model, method, make_batch, len(encoded), settings, seed, device)
+    figures = optimise(model, method, make_batch, [len(ids) for ids, _ in encoded], settings, seed, device)
     figures["dtype"] = str(dtype).removeprefix("torch.")
     adapter_dir = out_dir / "adapter"
     adapter_dir.mkdir(parents=True, exist_ok=True)
@@ -130,12 +148,13 @@ def train(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
     return write_figures(figures, adapter_dir, out_dir)
 
 
-def optimise(model, method, make_batch, num_examples: int, settings: TrainingSettings, seed: int,
+def optimise(model, method, make_batch, lengths: Sequence[int], settings: TrainingSettings, seed: int,
              device: torch.device) -> dict[str, Any]:
     """Run the shared loop: seeded batch order, AdamW at the method's learning rate, cosine schedule.
 
-    `make_batch(indices)` returns the model's keyword arguments for those examples (labels included).
-    Returns the losses and the figures of the run.
+    `make_batch(indices)` returns the model's keyword arguments for those examples (labels included);
+    `lengths` holds each example's token count, for batches of similar length. Returns the losses and
+    the figures of the run.
     """
     model.train()
     trainable = [p for p in model.parameters() if p.requires_grad]
@@ -146,7 +165,8 @@ def optimise(model, method, make_batch, num_examples: int, settings: TrainingSet
 
     optimizer = torch.optim.AdamW(trainable, lr=method.settings.learning_rate, weight_decay=settings.weight_decay)
     scheduler = get_cosine_schedule_with_warmup(optimizer, settings.warmup_steps, settings.steps)
-    steps = batch_order(num_examples, settings.steps, settings.batch_size, seed)
+    steps = batch_order(len(lengths), settings.steps, settings.batch_size, seed,
+                        lengths=lengths if settings.group_by_length else None)
 
     losses: list[float] = []
     tokens_seen = 0

@@ -35,6 +35,34 @@ def test_batch_order_depends_only_on_seed():
     assert len(first) == 7
 
 
+def test_grouped_batches_similar_lengths_shuffled():
+    # 400 examples of two lengths, interleaved: random batches of 4 would mix them almost always.
+    lengths = [10 if i % 2 else 90 for i in range(400)]
+    batches = batch_order(num_examples=400, steps=250, batch_size=4, seed=3, lengths=lengths)
+
+    assert len(batches) == 250
+    first_epoch = [index for batch in batches[:100] for index in batch]
+    assert sorted(first_epoch) == list(range(400))
+    # Each mega-batch of 100 examples is sorted by length, so at most one batch in it mixes the two.
+    mixed = [batch for batch in batches if len({lengths[i] for i in batch}) > 1]
+    assert len(mixed) <= 250 // 25 + 1
+    # The batches are shuffled: long and short ones alternate instead of forming one run each.
+    kinds = [lengths[batch[0]] for batch in batches[:100]]
+    changes = sum(a != b for a, b in zip(kinds, kinds[1:]))
+    assert changes > 20
+    assert batches == batch_order(num_examples=400, steps=250, batch_size=4, seed=3, lengths=lengths)
+    assert batches != batch_order(num_examples=400, steps=250, batch_size=4, seed=4, lengths=lengths)
+
+
+def test_grouped_batches_keep_short_last_batch():
+    lengths = list(range(50))
+    batches = batch_order(num_examples=50, steps=14, batch_size=8, seed=0, lengths=lengths)
+
+    # 50 examples make 6 full batches and one of 2 per epoch.
+    assert sorted(len(batch) for batch in batches[:7]) == [2, 8, 8, 8, 8, 8, 8]
+    assert sorted(index for batch in batches[7:14] for index in batch) == list(range(50))
+
+
 def test_train_records_figures_and_provenance(tmp_path, micro_model_dir, micro_world):
     spec = spec_for("lora", micro_model_dir, micro_world, rank=2)
     figures = train(spec, tmp_path)
