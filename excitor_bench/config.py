@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +15,50 @@ from excitor_bench.errors import UserError
 REPOSITORY = Path(__file__).resolve().parent.parent
 SCHEMA_PATH = REPOSITORY / "workflow" / "schemas" / "config.schema.yaml"
 DEFAULT_CONFIG_PATH = REPOSITORY / "config" / "config.yaml"
+
+
+class ConfigFiles:
+    """The config files of one workflow invocation, in merge order, and the values set with --config.
+
+    An error names the one source that sets the key it is about: the command line, else the last file
+    that sets it, since later files override earlier ones.
+    """
+
+    def __init__(self, paths: Sequence[str | Path], command_line: Mapping[str, Any] | None = None):
+        self.paths = [Path(path) for path in paths]
+        self.command_line = command_line or {}
+        self._contents: list[dict[str, Any]] | None = None
+
+    def __str__(self) -> str:
+        return ", ".join(str(path) for path in self.paths) or "the config"
+
+    def setting(self, *keys: str | int) -> str:
+        """Name the source that sets the nested key `keys`, or every file when none of them sets it."""
+        if has_key(self.command_line, keys):
+            return "the command line's --config"
+        if self._contents is None:
+            self._contents = [yaml.safe_load(path.read_text(encoding="utf-8")) or {} for path in self.paths]
+        for path, content in zip(reversed(self.paths), reversed(self._contents)):
+            if has_key(content, keys):
+                return str(path)
+        return str(self)
+
+
+def has_key(content: Any, keys: Sequence[str | int]) -> bool:
+    """Return whether the nested mappings and lists of `content` contain the key path `keys`."""
+    for key in keys:
+        if isinstance(content, list) and isinstance(key, int) and 0 <= key < len(content):
+            content = content[key]
+        elif isinstance(content, Mapping) and key in content:
+            content = content[key]
+        else:
+            return False
+    return True
+
+
+def source(config_file: ConfigFiles | str, *keys: str | int) -> str:
+    """Return the file (or command line) that sets `keys` for ConfigFiles, else `config_file` as it is."""
+    return config_file.setting(*keys) if isinstance(config_file, ConfigFiles) else str(config_file)
 
 
 def load_schema() -> dict[str, Any]:
@@ -39,15 +84,19 @@ def describe(error: jsonschema.ValidationError) -> str:
     return f"{where}: {error.message}"
 
 
-def validate_config(config: dict[str, Any], config_file: str = "the config") -> None:
+def validate_config(config: dict[str, Any], config_file: ConfigFiles | str = "the config") -> None:
     """Raise UserError for the first schema violation of `config`, naming the file it came from."""
     validator = jsonschema.Draft202012Validator(load_schema())
     errors = sorted(validator.iter_errors(config), key=lambda e: (len(e.absolute_path), list(e.absolute_path)))
     if errors:
-        raise UserError(f"{config_file}: {describe(errors[0])}")
+        error = errors[0]
+        keys = list(error.absolute_path)
+        if error.validator == "additionalProperties":
+            keys.append(sorted(set(error.instance) - set(error.schema.get("properties", {})))[0])
+        raise UserError(f"{source(config_file, *keys)}: {describe(error)}")
 
 
-def check_data_paths(config: dict[str, Any], config_file: str = "the config") -> None:
+def check_data_paths(config: dict[str, Any], config_file: ConfigFiles | str = "the config") -> None:
     """Raise UserError for a data path that the config names but that does not exist or is malformed.
 
     The files are read once here, before any job runs, so that a broken record stops the workflow
@@ -61,7 +110,7 @@ def check_data_paths(config: dict[str, Any], config_file: str = "the config") ->
             continue
         if not Path(value).exists():
             raise UserError(
-                f"data.{key} in {config_file} is {value!r}, which does not exist; "
+                f"data.{key} in {source(config_file, 'data', key)} is {value!r}, which does not exist; "
                 "give an existing path, or null to use the tiny world's data"
             )
         if key == "mmlu":
@@ -71,7 +120,7 @@ def check_data_paths(config: dict[str, Any], config_file: str = "the config") ->
     check_visual_data_paths(config, config_file)
 
 
-def check_visual_data_paths(config: dict[str, Any], config_file: str = "the config") -> None:
+def check_visual_data_paths(config: dict[str, Any], config_file: ConfigFiles | str = "the config") -> None:
     """Read the COCO and ScienceQA files that `visual.data` names, so that a broken item stops the workflow early.
 
     Image files are only checked for existence here. A job decodes each image when it first reads it,
@@ -87,19 +136,20 @@ def check_visual_data_paths(config: dict[str, Any], config_file: str = "the conf
     for key, value in data.items():
         if value is not None and not Path(value).exists():
             raise UserError(
-                f"visual.data.{key} in {config_file} is {value!r}, which does not exist; "
-                "give an existing path, or null to use the tiny world's scenes"
+                f"visual.data.{key} in {source(config_file, 'visual', 'data', key)} is {value!r}, which does not "
+                "exist; give an existing path, or null to use the tiny world's scenes"
             )
     if bool(data.get("coco")) != bool(data.get("coco_images")):
-        raise UserError(f"visual.data in {config_file} sets only one of coco and coco_images; "
-                        "give both (the Karpathy JSON and the folder of its image folders) or neither")
+        raise UserError(f"visual.data in {source(config_file, 'visual', 'data')} sets only one of coco and "
+                        "coco_images; give both (the Karpathy JSON and the folder of its image folders) or neither")
     evaluation = config.get("evaluation") or {}
     if data.get("coco"):
         images = load_karpathy(Path(data["coco"]), Path(data["coco_images"]))
         splits = {image.split for image in images}
         caption_split = (evaluation.get("captions") or {}).get("split", "test")
         if caption_split not in splits:
-            raise UserError(f"evaluation.captions.split in {config_file} is {caption_split!r}, but {data['coco']} "
+            where = source(config_file, "evaluation", "captions", "split")
+            raise UserError(f"evaluation.captions.split in {where} is {caption_split!r}, but {data['coco']} "
                             f"has no image in that split; use one of {sorted(splits)}")
         if not splits & set(TRAIN_SPLITS):
             raise UserError(f"{data['coco']} has no image in the training splits {list(TRAIN_SPLITS)}, which the "
@@ -114,8 +164,9 @@ def check_visual_data_paths(config: dict[str, Any], config_file: str = "the conf
 
         folder = Path(vision_model).expanduser()
         if not folder.exists():
-            raise UserError(f"visual.vision_model in {config_file} is {vision_model!r}, which does not exist; "
-                            "give a CLIP folder, a hub id such as openai/clip-vit-large-patch14, or null")
+            raise UserError(f"visual.vision_model in {source(config_file, 'visual', 'vision_model')} is "
+                            f"{vision_model!r}, which does not exist; give a CLIP folder, a hub id such as "
+                            "openai/clip-vit-large-patch14, or null")
         check_clip_folder(folder)
 
 
@@ -141,7 +192,7 @@ def merge_config(base: dict[str, Any], override: dict[str, Any]) -> dict[str, An
 def load_config(path: str | Path | None = None) -> dict[str, Any]:
     """Return the default config with the file at `path` merged over it, validated like the workflow's."""
     config = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text(encoding="utf-8"))
-    files = str(DEFAULT_CONFIG_PATH)
+    files = [DEFAULT_CONFIG_PATH]
     if path is not None and Path(path).resolve() != DEFAULT_CONFIG_PATH:
         try:
             override = yaml.safe_load(Path(path).read_text(encoding="utf-8")) or {}
@@ -150,6 +201,6 @@ def load_config(path: str | Path | None = None) -> dict[str, Any]:
         except yaml.YAMLError as error:
             raise UserError(f"{path} is not valid YAML ({str(error).splitlines()[0]}); fix the file") from None
         config = merge_config(config, override)
-        files = f"{path}, {files}"
-    validate_config(config, files)
+        files.append(Path(path))
+    validate_config(config, ConfigFiles(files))
     return config

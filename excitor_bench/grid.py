@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from baselines import METHODS
+from excitor_bench.config import ConfigFiles, source
 from excitor_bench.errors import UserError
 
 GRID_MODES = ("one_at_a_time", "factorial")
@@ -46,11 +47,11 @@ def setting_id(axes: list[str], hyperparameters: dict[str, Any]) -> str:
     return "_".join(f"{AXIS_ABBREVIATIONS.get(axis, axis)}{format_value(hyperparameters[axis])}" for axis in axes)
 
 
-def method_settings(method: str, entry: dict[str, Any], mode: str, config_file: str) -> list[Setting]:
+def method_settings(method: str, entry: dict[str, Any], mode: str, config_file: ConfigFiles | str) -> list[Setting]:
     """Return the settings of one method, validated against the method's own hyper-parameters."""
     if method not in METHODS:
         raise UserError(
-            f"unknown method {method!r} under 'methods' in {config_file}; "
+            f"unknown method {method!r} under 'methods' in {source(config_file, 'methods', method)}; "
             f"use one of {sorted(METHODS)} or remove it"
         )
     defaults = dict(entry.get("defaults") or {})
@@ -60,16 +61,19 @@ def method_settings(method: str, entry: dict[str, Any], mode: str, config_file: 
     try:
         resolved = settings_class.from_dict(defaults, method=method).to_dict()
     except (TypeError, ValueError) as error:
-        raise UserError(f"methods.{method}.defaults in {config_file}: {error}") from None
+        raise UserError(f"methods.{method}.defaults in {source(config_file, 'methods', method, 'defaults')}: "
+                        f"{error}") from None
     for axis, values in ablation.items():
         if axis not in resolved:
             raise UserError(
-                f"unknown ablation axis {axis!r} for method {method!r} in {config_file}; "
+                f"unknown ablation axis {axis!r} for method {method!r} in "
+                f"{source(config_file, 'methods', method, 'ablation', axis)}; "
                 f"use one of {sorted(resolved)}"
             )
         if not isinstance(values, list) or not values:
             raise UserError(
-                f"methods.{method}.ablation.{axis} in {config_file} is {values!r}; give a non-empty list of values"
+                f"methods.{method}.ablation.{axis} in {source(config_file, 'methods', method, 'ablation', axis)} "
+                f"is {values!r}; give a non-empty list of values"
             )
 
     # The method's own field order, so a setting's name does not depend on how the config is ordered.
@@ -87,15 +91,16 @@ def method_settings(method: str, entry: dict[str, Any], mode: str, config_file: 
     return list(settings.values())
 
 
-def expand_grid(config: dict[str, Any], config_file: str = "the config") -> list[Setting]:
+def expand_grid(config: dict[str, Any], config_file: ConfigFiles | str = "the config") -> list[Setting]:
     """Return every (method, setting) of the config, in the order methods are declared."""
     mode = config.get("grid", "one_at_a_time")
     if mode not in GRID_MODES:
-        raise UserError(f"grid is {mode!r} in {config_file}; use one of {list(GRID_MODES)}")
+        raise UserError(f"grid is {mode!r} in {source(config_file, 'grid')}; use one of {list(GRID_MODES)}")
     # A method set to null is left out, so that a config merged over the default can drop one.
     methods = {name: entry for name, entry in (config.get("methods") or {}).items() if entry is not None}
     if not methods:
-        raise UserError(f"the grid is empty: 'methods' in {config_file} enables no method; add at least one")
+        raise UserError(f"the grid is empty: 'methods' in {source(config_file, 'methods')} enables no method; "
+                        "add at least one")
     settings: list[Setting] = []
     for method, entry in methods.items():
         settings.extend(method_settings(method, entry, mode, config_file))
@@ -109,7 +114,7 @@ def method_axes(method: str, config: dict[str, Any]) -> list[str]:
     return [name for name in fields if ablation.get(name) is not None]
 
 
-def visual_variant(setting: Setting, config: dict[str, Any], config_file: str) -> Setting:
+def visual_variant(setting: Setting, config: dict[str, Any], config_file: ConfigFiles | str) -> Setting:
     """Apply `visual.defaults.<method>` to a text setting; a changed setting gets its own identifier.
 
     The identifier lists the method's axes with their new values, then every other changed
@@ -119,7 +124,8 @@ def visual_variant(setting: Setting, config: dict[str, Any], config_file: str) -
     overrides = ((config.get("visual") or {}).get("defaults") or {}).get(setting.method) or {}
     unknown = sorted(set(overrides) - set(setting.hyperparameters))
     if unknown:
-        raise UserError(f"visual.defaults.{setting.method}.{unknown[0]} in {config_file} is not a hyper-parameter "
+        where = source(config_file, "visual", "defaults", setting.method, unknown[0])
+        raise UserError(f"visual.defaults.{setting.method}.{unknown[0]} in {where} is not a hyper-parameter "
                         f"of {setting.method}; use one of {sorted(setting.hyperparameters)}")
     hyperparameters = {**setting.hyperparameters, **overrides}
     changed = [name for name in hyperparameters if hyperparameters[name] != setting.hyperparameters[name]]
@@ -130,7 +136,7 @@ def visual_variant(setting: Setting, config: dict[str, Any], config_file: str) -
     return Setting(setting.method, identifier, hyperparameters)
 
 
-def expand_visual_grid(config: dict[str, Any], config_file: str = "the config") -> list[Setting]:
+def expand_visual_grid(config: dict[str, Any], config_file: ConfigFiles | str = "the config") -> list[Setting]:
     """Return the (method, setting) pairs of the visual runs.
 
     `visual.settings` picks the text grid's settings to repeat with images: "defaults" (each method's
@@ -142,7 +148,8 @@ def expand_visual_grid(config: dict[str, Any], config_file: str = "the config") 
     visual = config.get("visual") or {}
     mode = visual.get("settings", "defaults")
     if mode not in VISUAL_SETTING_MODES:
-        raise UserError(f"visual.settings is {mode!r} in {config_file}; use one of {list(VISUAL_SETTING_MODES)}")
+        raise UserError(f"visual.settings is {mode!r} in {source(config_file, 'visual', 'settings')}; "
+                        f"use one of {list(VISUAL_SETTING_MODES)}")
     text_settings = [visual_variant(setting, config, config_file) for setting in expand_grid(config, config_file)]
     defaults: dict[str, Setting] = {}
     for setting in text_settings:
@@ -154,15 +161,17 @@ def expand_visual_grid(config: dict[str, Any], config_file: str = "the config") 
         if axes is None:
             continue
         if method not in defaults:
-            raise UserError(f"visual.ablation.{method} in {config_file} names a method that 'methods' does not "
-                            f"enable; use one of {sorted(defaults)} or remove it")
+            raise UserError(f"visual.ablation.{method} in {source(config_file, 'visual', 'ablation', method)} names "
+                            f"a method that 'methods' does not enable; use one of {sorted(defaults)} or remove it")
         base = defaults[method]
         for axis, values in axes.items():
             if axis not in base.hyperparameters:
                 raise UserError(f"unknown ablation axis {axis!r} for method {method!r} in visual.ablation in "
-                                f"{config_file}; use one of {sorted(base.hyperparameters)}")
+                                f"{source(config_file, 'visual', 'ablation', method, axis)}; "
+                                f"use one of {sorted(base.hyperparameters)}")
             if not isinstance(values, list) or not values:
-                raise UserError(f"visual.ablation.{method}.{axis} in {config_file} is {values!r}; "
+                raise UserError(f"visual.ablation.{method}.{axis} in "
+                                f"{source(config_file, 'visual', 'ablation', method, axis)} is {values!r}; "
                                 "give a non-empty list of values")
             for value in values:
                 if value == base.hyperparameters[axis]:

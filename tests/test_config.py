@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from excitor_bench.config import load_config, validate_config
+from excitor_bench.config import ConfigFiles, load_config, validate_config
 from excitor_bench.errors import UserError
 from excitor_bench.grid import expand_grid
 
@@ -56,12 +56,28 @@ def test_load_config_merges_over_default(tmp_path):
     assert config["methods"]["lora"]["defaults"]["rank"] == default_config()["methods"]["lora"]["defaults"]["rank"]
 
 
-def test_load_config_reports_typo(tmp_path):
+def test_load_config_typo_names_its_file(tmp_path):
     override = tmp_path / "typo.yaml"
     override.write_text("training:\n  stesp: 5\n")
 
-    with pytest.raises(UserError, match="unknown key 'stesp' in training"):
+    with pytest.raises(UserError, match="unknown key 'stesp' in training") as error:
         load_config(override)
+
+    assert str(error.value).startswith(f"{override}: ")
+
+
+def test_config_files_name_setting_source(tmp_path):
+    default = tmp_path / "default.yaml"
+    default.write_text("training: {steps: 10, batch_size: 4}\nseeds: [0]\n")
+    override = tmp_path / "override.yaml"
+    override.write_text("training: {steps: 20}\n")
+    files = ConfigFiles([default, override], command_line={"seeds": [1]})
+
+    assert files.setting("training", "steps") == str(override)
+    assert files.setting("training", "batch_size") == str(default)
+    assert files.setting("seeds", 0) == "the command line's --config"
+    # A key that no source sets (a schema default) names every file.
+    assert files.setting("training", "warmup_steps") == f"{default}, {override}"
 
 
 FIXTURES = Path(__file__).parent / "fixtures"

@@ -7,12 +7,12 @@ from pathlib import Path
 
 import yaml
 
-from excitor_bench.config import check_data_paths, validate_config
+from excitor_bench.config import ConfigFiles, check_data_paths, validate_config
 from excitor_bench.errors import UserError
 from excitor_bench.grid import expand_grid, expand_visual_grid
 
 
-CONFIG_FILES = ", ".join(str(path) for path in workflow.configfiles) or "the config"
+CONFIG_FILES = ConfigFiles(workflow.configfiles, workflow.config_settings.config)
 try:
     validate_config(config, CONFIG_FILES)
     check_data_paths(config, CONFIG_FILES)
@@ -144,7 +144,10 @@ def visual_run_spec(wildcards):
 
 
 def visual_evaluation_data(wildcards):
-    return VISUAL_DATA["coco"] if wildcards.vevaluation == "captions" else VISUAL_DATA["scienceqa"]
+    """The evaluation's data options: the Karpathy file and its image folder, or the ScienceQA folder."""
+    if wildcards.vevaluation == "captions":
+        return f"--data {VISUAL_DATA['coco']} --images {VISUAL_DATA['coco_images']}"
+    return f"--data {VISUAL_DATA['scienceqa']}"
 
 
 def visual_evaluation_settings(wildcards):
