@@ -57,8 +57,7 @@ rule evaluate_visual_base:
         "results/visual/base/eval/{vevaluation}.json",
     params:
         settings=visual_evaluation_settings,
-        data=visual_evaluation_data,
-        images=coco_images,
+        data_options=visual_evaluation_data,
         base_model=BASE_MODEL,
     threads: 1
     log:
@@ -67,7 +66,7 @@ rule evaluate_visual_base:
         "../envs/excitor.yaml"
     shell:
         "excitor-bench --threads {threads} evaluate {wildcards.vevaluation} --base-model {params.base_model}"
-        " --data {params.data} --images {params.images} --settings {params.settings} --out {output} > {log} 2>&1"
+        " {params.data_options} --settings {params.settings} --out {output} > {log} 2>&1"
 
 
 # Evaluate one visual run, rebuilt from its saved adapter and projection.
@@ -82,8 +81,7 @@ rule evaluate_visual_run:
         "results/visual/runs/{method}/{setting}/seed{seed}/eval/{vevaluation}.json",
     params:
         settings=visual_evaluation_settings,
-        data=visual_evaluation_data,
-        images=coco_images,
+        data_options=visual_evaluation_data,
         base_model=BASE_MODEL,
         vision_model=VISION_MODEL,
         run=lambda wildcards, input: Path(input.adapter).parent,
@@ -94,7 +92,7 @@ rule evaluate_visual_run:
         "../envs/excitor.yaml"
     shell:
         "excitor-bench --threads {threads} evaluate {wildcards.vevaluation} --base-model {params.base_model}"
-        " --run {params.run} --vision-model {params.vision_model} --data {params.data} --images {params.images}"
+        " --run {params.run} --vision-model {params.vision_model} {params.data_options}"
         " --settings {params.settings} --out {output} > {log} 2>&1"
 
 
