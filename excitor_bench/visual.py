@@ -159,7 +159,7 @@ def train_visual(spec: dict[str, Any], out_dir: Path) -> dict[str, Any]:
         batch["pixel_values"] = pixels([kept[i] for i in indices])
         return batch
 
-    figures = optimise(model, method, make_batch, len(encoded), settings, seed, device)
+    figures = optimise(model, method, make_batch, [len(ids) for ids, _ in encoded], settings, seed, device)
     figures["dtype"] = str(dtype).removeprefix("torch.")
     adapter_dir = out_dir / "adapter"
     adapter_dir.mkdir(parents=True, exist_ok=True)
