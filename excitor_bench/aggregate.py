@@ -66,7 +66,8 @@ TASKS = ("text", "visual")
 PAIRED_WITH_BASE = {"knowledge_retained": "mmlu_accuracy", "instruction_gain": "instruction_exact_match"}
 COMPARISON_COLUMNS = (
     "metric", "excitor_setting", "baseline", "baseline_setting", "excitor_mean", "baseline_mean",
-    "difference", "ci_low", "ci_high", "p_value", "n_items", "n_seeds_excitor", "n_seeds_baseline", "test",
+    "difference", "ci_low", "ci_high", "p_value", "p_value_bootstrap", "n_items", "n_seeds_excitor",
+    "n_seeds_baseline", "test",
 )
 FLOAT_FORMAT = "%.6g"
 
@@ -477,6 +478,7 @@ def build_comparisons(matrices: Mapping[SettingKey, Mapping[str, ScoreMatrix]],
                 "ci_low": result["low"],
                 "ci_high": result["high"],
                 "p_value": result["p_value"],
+                "p_value_bootstrap": result["p_value_bootstrap"],
                 "n_items": result["n_items"],
                 "n_seeds_excitor": result["n_seeds_a"],
                 "n_seeds_baseline": result["n_seeds_b"],

@@ -28,6 +28,14 @@ whose |sum of d_j| is at least the observed one. The two-sided p-value is
 (count + 1) / (permutations + 1), so it is never 0. The test conditions on the runs that
 were trained, so it tests item-level differences, not the variation between seeds.
 
+Bootstrap p-value: the interval's replicates of the difference also give a two-sided
+p-value that counts the variation between seeds, by inverting the percentile interval. It
+is twice the smaller share of replicates on either side of 0, each share counted as
+(count + 1) / (resamples + 1), and at most 1. It is below 1 - confidence when 0 lies
+outside the interval, up to that correction. With one seed per method both p-values test
+the items alone. With several, a seed that differs from the others moves the bootstrap
+p-value but not the sign-flip one.
+
 References:
 - B. Efron and R. J. Tibshirani (1993). An Introduction to the Bootstrap. Chapman & Hall.
 - A. B. Owen (2007). The pigeonhole bootstrap. Annals of Applied Statistics 1(2), 386-411.
@@ -62,6 +70,10 @@ BLOCK_ELEMENTS = 1 << 22
 TIE_TOLERANCE = 1e-9
 
 PERMUTATION_TEST = "paired approximate randomization (sign flip) on items"
+
+# Replicates are sums of many products, so a value that is 0 in exact arithmetic (an interval
+# bound, a replicate difference) can come out as a tiny rounding error, such as -1.7e-18.
+ROUNDING_DIGITS = 12
 
 
 @dataclass(frozen=True)
@@ -103,8 +115,9 @@ def paired_difference(a: np.ndarray, b: np.ndarray, confidence: float = 0.95, re
     The interval is a two-way bootstrap of mean(a) - mean(b) that draws one set of item
     columns for both methods and the seed rows of each method separately. The p-value is
     the two-sided paired approximate randomization test described in the module
-    docstring. Returns a dict with "difference", "low", "high", "confidence", "p_value",
-    "n_items", "n_seeds_a", "n_seeds_b", "resamples", "permutations" and "test".
+    docstring, and "p_value_bootstrap" the bootstrap p-value described there. Returns a dict
+    with "difference", "low", "high", "confidence", "p_value", "p_value_bootstrap", "n_items",
+    "n_seeds_a", "n_seeds_b", "resamples", "permutations" and "test".
     Raises ValueError when the item counts differ and for the inputs that
     bootstrap_interval rejects, or when permutations is below 1.
     """
@@ -124,7 +137,8 @@ def paired_difference(a: np.ndarray, b: np.ndarray, confidence: float = 0.95, re
 
     replicates = two_way_bootstrap_means([matrix_a, matrix_b], resamples,
                                          np.random.default_rng(bootstrap_stream))  # (resamples, 2)
-    low, high = _percentile_bounds(replicates[:, 0] - replicates[:, 1], confidence)
+    differences = replicates[:, 0] - replicates[:, 1]
+    low, high = _percentile_bounds(differences, confidence)
 
     item_differences = matrix_a.mean(axis=0) - matrix_b.mean(axis=0)  # (n_items,)
     p_value = _sign_flip_p_value(item_differences, permutations, np.random.default_rng(permutation_stream))
@@ -136,6 +150,7 @@ def paired_difference(a: np.ndarray, b: np.ndarray, confidence: float = 0.95, re
         "high": high,
         "confidence": float(confidence),
         "p_value": p_value,
+        "p_value_bootstrap": _bootstrap_p_value(differences),
         "n_items": int(matrix_a.shape[1]),
         "n_seeds_a": int(matrix_a.shape[0]),
         "n_seeds_b": int(matrix_b.shape[0]),
@@ -221,11 +236,28 @@ def _sign_flip_p_value(differences: np.ndarray, permutations: int, rng: np.rando
     return (count + 1) / (permutations + 1)
 
 
+def _bootstrap_p_value(differences: np.ndarray) -> float:
+    """Return the two-sided p-value of a zero difference from bootstrap replicates of the difference.
+
+    Replicates within ROUNDING_DIGITS decimals of 0 count on both sides.
+    """
+    rounded = np.round(differences, ROUNDING_DIGITS)
+    resamples = rounded.shape[0]
+    below = (np.count_nonzero(rounded <= 0) + 1) / (resamples + 1)
+    above = (np.count_nonzero(rounded >= 0) + 1) / (resamples + 1)
+    return min(1.0, 2.0 * min(below, above))
+
+
 def _percentile_bounds(replicates: np.ndarray, confidence: float) -> tuple[float, float]:
-    """Return the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of the replicates."""
+    """Return the (1 - confidence) / 2 and (1 + confidence) / 2 quantiles of the replicates.
+
+    The bounds are rounded to ROUNDING_DIGITS decimals, so a bound that is 0 or 1 in exact
+    arithmetic does not come out as -1e-18 or 0.9999999999999999.
+    """
     alpha = 1.0 - confidence
     low, high = np.quantile(replicates, [alpha / 2, 1.0 - alpha / 2])
-    return float(low), float(high)
+    # Adding 0.0 turns a rounded -0.0 into 0.0, which tables print without a sign.
+    return round(float(low), ROUNDING_DIGITS) + 0.0, round(float(high), ROUNDING_DIGITS) + 0.0
 
 
 def _as_score_matrix(scores: np.ndarray, name: str) -> np.ndarray:

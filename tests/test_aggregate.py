@@ -421,7 +421,8 @@ def test_comparison_columns_and_order(tmp_path):
 
     assert list(comparisons.columns) == [
         "metric", "excitor_setting", "baseline", "baseline_setting", "excitor_mean", "baseline_mean",
-        "difference", "ci_low", "ci_high", "p_value", "n_items", "n_seeds_excitor", "n_seeds_baseline", "test",
+        "difference", "ci_low", "ci_high", "p_value", "p_value_bootstrap", "n_items", "n_seeds_excitor",
+        "n_seeds_baseline", "test",
     ]
     assert list(comparisons["metric"]) == ["mmlu_accuracy"] * 3 + ["instruction_exact_match"] * 3
     assert list(comparisons["baseline"]) == ["base", "adapter", "lora"] * 2
@@ -433,6 +434,8 @@ def test_comparison_columns_and_order(tmp_path):
     # All four item differences are +1: only the all-plus and all-minus sign patterns reach
     # |sum| = 4, so p = 2 / 16 = 0.125 up to the Monte Carlo error of 10000 permutations.
     assert mmlu_lora["p_value"] == pytest.approx(0.125, abs=0.012)
+    # Every replicate difference is 1, so none lies at or below 0: p = 2 / (2000 resamples + 1).
+    assert mmlu_lora["p_value_bootstrap"] == pytest.approx(2 / 2001)
     assert "sign flip" in mmlu_lora["test"]
 
 

@@ -8,6 +8,7 @@ and 1/4. Exact p-values come from enumerating every sign pattern with itertools.
 from __future__ import annotations
 
 import itertools
+import math
 from fractions import Fraction
 
 import numpy as np
@@ -229,6 +230,8 @@ def test_all_correct_against_all_wrong():
     assert result["low"] == 1.0
     assert result["high"] == 1.0
     assert result["p_value"] == 1 / 10001
+    # Every bootstrap replicate of the difference is 1, so none lies at or below 0: p = 2 / 2001.
+    assert result["p_value_bootstrap"] == 2 / 2001
     assert (result["n_items"], result["n_seeds_a"], result["n_seeds_b"]) == (40, 3, 1)
     assert result["permutations"] == 10000
     assert result["test"] == stats.PERMUTATION_TEST
@@ -244,6 +247,7 @@ def test_identical_methods_give_p_one():
     assert result["p_value"] == 1.0
     # The seeds of a and b are resampled separately, so the interval has width but contains 0.
     assert result["low"] < 0.0 < result["high"]
+    assert result["p_value_bootstrap"] > 0.5
 
 
 def test_identical_single_runs_give_zero_interval():
@@ -252,6 +256,8 @@ def test_identical_single_runs_give_zero_interval():
     result = paired_difference(scores, scores.copy())
 
     assert (result["difference"], result["low"], result["high"], result["p_value"]) == (0.0, 0.0, 0.0, 1.0)
+    # Every replicate difference is 0, which counts on both sides.
+    assert result["p_value_bootstrap"] == 1.0
 
 
 def test_p_value_matches_exact_enumeration():
@@ -348,6 +354,48 @@ def test_false_positive_rate_near_level():
         rejections += paired_difference(a, b, resamples=10, permutations=500, seed=index)["p_value"] < 0.05
 
     assert 0.02 <= rejections / 400 <= 0.09
+
+
+def test_interval_bound_of_exact_zero_is_positive_zero():
+    # Two of three seeds score 0 on every item, so the lowest replicates are exactly 0. Summed
+    # in floating point after centring, they come out near -1e-18 unless rounded.
+    scores = np.zeros((3, 7))
+    scores[0] = [0.1, 0.7, 0.3, 0.9, 0.2, 0.6, 0.4]
+
+    result = bootstrap_interval(scores)
+
+    assert result.low == 0.0
+    assert math.copysign(1.0, result.low) == 1.0
+
+
+def test_bootstrap_p_value_counts_seed_variation():
+    # Seed 0 of a scores 1 on every item, seeds 1 and 2 score 0, and so does every seed of b. Every item's
+    # seed-averaged difference is 1/3, so the sign-flip test sees a sure gain (p = 1 / 10001).
+    # A bootstrap replicate draws none of seed 0 with probability (2/3)^3 = 8/27, and then the
+    # difference is 0, so the bootstrap p-value is about 2 * 8/27 = 16/27.
+    a = np.zeros((3, 50))
+    a[0] = 1.0
+    b = np.zeros((3, 50))
+
+    result = paired_difference(a, b)
+
+    assert result["p_value"] == 1 / 10001
+    # The Monte Carlo standard error of 2 * share over 2000 replicates is about 0.02.
+    assert result["p_value_bootstrap"] == pytest.approx(16 / 27, abs=0.07)
+    assert result["low"] == 0.0
+
+
+@pytest.mark.parametrize("effect", [0.0, 0.05, 0.3])
+def test_bootstrap_p_value_agrees_with_interval(effect):
+    rng = np.random.default_rng(11)
+    item_probability = rng.random(200)
+    a = (rng.random((3, 200)) < np.clip(item_probability + effect, 0, 1)).astype(np.float64)
+    b = (rng.random((3, 200)) < item_probability).astype(np.float64)
+
+    result = paired_difference(a, b)
+
+    zero_outside = result["low"] > 0.0 or result["high"] < 0.0
+    assert (result["p_value_bootstrap"] < 0.05) == zero_outside
 
 
 def test_clear_improvement_is_significant():
