@@ -5,8 +5,10 @@ figure is the median over rounds. The ratios compare numbers taken side by side.
 
 Per method the benchmark records the seconds of one training step (forward, backward, AdamW step),
 greedy generation tokens per second with the KV cache, trainable parameters and memory. Memory is
-the peak allocated CUDA memory of a training step on a GPU. On the CPU it is only an estimate:
-the bytes of the parameters, their gradients and the two AdamW moments, without activations.
+the peak allocated CUDA memory of a training step on a GPU. The CPU has no such counter, so there
+memory is the sum of two parts: the bytes of the parameters, their gradients and the two AdamW
+moments, computed from their sizes, and the activations that a training step's forward pass saves
+for backward, measured.
 
 `write_benchmark` writes the JSON record; `write_efficiency_csv` writes one row per method, plus a
 `base` row for generation, with each method's ratio to LoRA's training step and to the base model's
@@ -60,7 +62,9 @@ EFFICIENCY_COLUMNS = (
     "generation_tokens_per_second",
     "generation_ratio_to_base",
     "train_state_mb_estimate",
+    "train_activation_mb",
     "train_peak_memory_mb",
+    "train_memory_ratio_to_lora",
 )
 
 
@@ -191,6 +195,28 @@ def train_state_bytes_estimate(model: nn.Module) -> int:
     return parameter_bytes + 3 * trainable_bytes
 
 
+def saved_activation_bytes(model: nn.Module, batch: dict[str, torch.Tensor]) -> int:
+    """Return the bytes of the tensors that one training forward pass saves for backward.
+
+    Each storage counts once, however many views of it are saved. Parameters are left out, because
+    train_state_bytes_estimate counts them. Temporary tensors of the backward pass are not counted.
+    """
+    parameter_storages = {parameter.untyped_storage().data_ptr() for parameter in model.parameters()}
+    saved: dict[int, int] = {}
+
+    def record(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        if storage.data_ptr() not in parameter_storages:
+            saved[storage.data_ptr()] = storage.nbytes()
+        return tensor
+
+    model.train()
+    with torch.autograd.graph.saved_tensors_hooks(record, lambda tensor: tensor):
+        output = model(**batch)
+    del output
+    return sum(saved.values())
+
+
 def build_tuned(base: nn.Module, setting: Setting) -> nn.Module:
     """Build `setting`'s method on a copy of `base`; Excitor's gates are opened as after training."""
     try:
@@ -231,12 +257,15 @@ def efficiency_rows(settings: dict[str, str], trainable_parameters: dict[str, in
                     step_seconds: dict[str, float], tokens_per_second: dict[str, float],
                     state_mb_estimate: dict[str, float], peak_memory_mb: dict[str, float],
                     forward_seconds: dict[str, float] | None = None,
-                    adapter_bytes: dict[str, int] | None = None) -> list[dict[str, Any]]:
+                    adapter_bytes: dict[str, int] | None = None,
+                    activation_mb: dict[str, float] | None = None) -> list[dict[str, Any]]:
     """Build one row per method of `settings` (method -> setting id), then the `base` row.
 
     `train_step_ratio_to_lora` is a method's step seconds over LoRA's (below 1 is faster than LoRA).
     `generation_ratio_to_base` is a method's tokens per second over the base model's (1 is no slowdown).
     `forward_ratio_to_base` is a method's forward-only seconds (no gradient) over the base model's.
+    `train_memory_ratio_to_lora` compares the peak CUDA memory where it was measured, else the state
+    estimate plus the saved activations.
     A ratio is None when LoRA or the base model was not measured. The base row has generation figures
     and zero trainable parameters only.
     """
@@ -245,6 +274,15 @@ def efficiency_rows(settings: dict[str, str], trainable_parameters: dict[str, in
     forward_seconds = forward_seconds or {}
     adapter_bytes = adapter_bytes or {}
     base_forward = forward_seconds.get(BASE)
+    activation_mb = activation_mb or {}
+
+    def training_memory(method: str) -> float | None:
+        if method in peak_memory_mb:
+            return peak_memory_mb[method]
+        if method in state_mb_estimate and method in activation_mb:
+            return state_mb_estimate[method] + activation_mb[method]
+        return None
+
     rows = []
     for method, setting_id in settings.items():
         rows.append({
@@ -259,7 +297,9 @@ def efficiency_rows(settings: dict[str, str], trainable_parameters: dict[str, in
             "generation_tokens_per_second": tokens_per_second.get(method),
             "generation_ratio_to_base": ratio(tokens_per_second.get(method), base_speed),
             "train_state_mb_estimate": state_mb_estimate.get(method),
+            "train_activation_mb": activation_mb.get(method),
             "train_peak_memory_mb": peak_memory_mb.get(method),
+            "train_memory_ratio_to_lora": ratio(training_memory(method), training_memory(REFERENCE_METHOD)),
         })
     rows.append({
         "method": BASE,
@@ -273,7 +313,9 @@ def efficiency_rows(settings: dict[str, str], trainable_parameters: dict[str, in
         "generation_tokens_per_second": base_speed,
         "generation_ratio_to_base": 1.0 if base_speed else None,
         "train_state_mb_estimate": None,
+        "train_activation_mb": None,
         "train_peak_memory_mb": None,
+        "train_memory_ratio_to_lora": None,
     })
     return rows
 
@@ -314,6 +356,7 @@ def run_benchmark(model_path: str | None, model_settings: dict[str, Any], method
     generators = {BASE: base, **tuned}
     trainable = {name: sum(p.numel() for p in model.parameters() if p.requires_grad) for name, model in tuned.items()}
     state_estimate = {name: train_state_bytes_estimate(model) / 2**20 for name, model in tuned.items()}
+    activations = {name: saved_activation_bytes(model, train_batch) / 2**20 for name, model in tuned.items()}
 
     adapter_bytes = {setting.method: saved_adapter_bytes(setting, tuned[setting.method]) for setting in methods}
     step_times: dict[str, list[float]] = {name: [] for name in tuned}
@@ -336,7 +379,8 @@ def run_benchmark(model_path: str | None, model_settings: dict[str, Any], method
     tokens_per_second = {name: statistics.median(values) for name, values in speeds.items()}
     forward = {name: statistics.median(values) for name, values in forward_times.items()}
     rows = efficiency_rows({s.method: s.setting_id for s in methods}, trainable, step, tokens_per_second,
-                           state_estimate, peak_memory, forward_seconds=forward, adapter_bytes=adapter_bytes)
+                           state_estimate, peak_memory, forward_seconds=forward, adapter_bytes=adapter_bytes,
+                           activation_mb=activations)
     return {
         "model": {"path": model_path, "parameters": sum(p.numel() for p in base.parameters()),
                   "layers": base.config.num_hidden_layers, "hidden_size": base.config.hidden_size},
@@ -358,6 +402,7 @@ def run_benchmark(model_path: str | None, model_settings: dict[str, Any], method
         "adapter_bytes": adapter_bytes,
         "trainable_parameters": trainable,
         "train_state_mb_estimate": state_estimate,
+        "train_activation_mb": activations,
         "train_peak_memory_mb": peak_memory or None,
         "efficiency": rows,
     }

@@ -466,10 +466,12 @@ def plot_ablation_axes(table_csv: Path, out: Path) -> None:
 
 
 def plot_efficiency(efficiency_csv: Path, out: Path) -> None:
-    """Draw two bar panels from efficiency.csv: training step time over LoRA's, generation speed over the base model's.
+    """Draw bar panels from efficiency.csv: training step time and memory over LoRA's, generation speed
+    over the base model's.
 
-    A dashed line marks 1.0 in both panels. Below it on the left a method trains faster than LoRA,
-    and below it on the right a method generates slower than the base model.
+    A dashed line marks 1.0 in every panel. Below it a method trains faster or in less memory than
+    LoRA, or generates slower than the base model. The memory panel is left out for a CSV without
+    train_memory_ratio_to_lora figures.
     """
     table = read_csv(efficiency_csv, "efficiency table")
     missing = [c for c in ("method", "train_step_ratio_to_lora", "generation_ratio_to_base") if c not in table]
@@ -478,11 +480,14 @@ def plot_efficiency(efficiency_csv: Path, out: Path) -> None:
     colors = plt.get_cmap("tab10")
     method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(table["method"]))}
 
-    figure, panels = plt.subplots(1, 2, figsize=(9, 4), dpi=150)
-    for axes, column, title in (
-        (panels[0], "train_step_ratio_to_lora", "training step time / LoRA's"),
-        (panels[1], "generation_ratio_to_base", "generation tokens/s / base model's"),
-    ):
+    panel_specs = [
+        ("train_step_ratio_to_lora", "training step time / LoRA's", "ratio (median over rounds)"),
+        ("generation_ratio_to_base", "generation tokens/s / base model's", "ratio (median over rounds)"),
+    ]
+    if "train_memory_ratio_to_lora" in table and table["train_memory_ratio_to_lora"].notna().any():
+        panel_specs.insert(1, ("train_memory_ratio_to_lora", "training memory / LoRA's", "ratio"))
+    figure, panels = plt.subplots(1, len(panel_specs), figsize=(4.5 * len(panel_specs), 4), dpi=150)
+    for axes, (column, title, label) in zip(panels, panel_specs):
         rows = table[table[column].notna()]
         positions = list(range(len(rows)))
         values = rows[column].astype(float)
@@ -493,8 +498,8 @@ def plot_efficiency(efficiency_csv: Path, out: Path) -> None:
         axes.axhline(1.0, color="grey", linestyle="--", linewidth=0.8)
         axes.set_xticks(positions, list(rows["method"]), rotation=30, ha="right", fontsize=8)
         axes.set_title(title, fontsize=9)
-        axes.set_ylabel("ratio (median over rounds)", fontsize=8)
+        axes.set_ylabel(label, fontsize=8)
         axes.grid(axis="y", alpha=0.3)
-    figure.suptitle("Training and generation speed, measured side by side in one process")
+    figure.suptitle("Training speed, training memory and generation speed, measured side by side in one process")
     figure.tight_layout()
     save_figure(figure, out)

@@ -10,11 +10,13 @@ import json
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from torch import nn
 
 from excitor_bench.benchmark import (EFFICIENCY_COLUMNS, BenchmarkSettings, default_method_settings, efficiency_rows,
-                                     run_benchmark, train_state_bytes_estimate, write_efficiency_csv)
+                                     run_benchmark, saved_activation_bytes, train_state_bytes_estimate,
+                                     write_efficiency_csv)
 from excitor_bench.cli import main
 from excitor_bench.config import load_config
 from excitor_bench.errors import UserError
@@ -112,6 +114,49 @@ def test_state_estimate_of_frozen_model():
     assert train_state_bytes_estimate(layer) == 6 * 4
 
 
+class TwoLayerScorer(nn.Module):
+    def __init__(self, first_trainable: bool):
+        super().__init__()
+        self.first = nn.Linear(4, 8)
+        self.second = nn.Linear(8, 3)
+        self.first.requires_grad_(first_trainable)
+
+    def forward(self, inputs):
+        return self.second(torch.relu(self.first(inputs))).sum()
+
+
+@pytest.mark.parametrize(("first_trainable", "expected"), [
+    # Only the second layer trains: it keeps its input, the ReLU output of 2 x 8 float32 = 64 bytes.
+    (False, 64),
+    # The first layer also keeps its input, 2 x 4 x 4 = 32 bytes. The ReLU saves its output for its own
+    # backward, the same storage the second layer keeps, so it counts once.
+    (True, 96),
+])
+def test_saved_activations_of_two_layers(first_trainable, expected):
+    inputs = torch.randn(2, 4)
+
+    assert saved_activation_bytes(TwoLayerScorer(first_trainable), {"inputs": inputs}) == expected
+
+
+def test_saved_activations_of_frozen_model():
+    model = TwoLayerScorer(first_trainable=False).requires_grad_(False)
+
+    assert saved_activation_bytes(model, {"inputs": torch.randn(2, 4)}) == 0
+
+
+def test_memory_ratio_uses_state_and_activations():
+    rows = efficiency_rows({"excitor": "r4", "lora": "r2"}, {}, {}, {}, {"excitor": 2.0, "lora": 3.0}, {},
+                           activation_mb={"excitor": 1.0, "lora": 5.0})
+
+    # (2 + 1) / (3 + 5) on the CPU; a measured CUDA peak takes precedence.
+    assert rows[0]["train_memory_ratio_to_lora"] == pytest.approx(3 / 8)
+    assert rows[1]["train_memory_ratio_to_lora"] == 1.0
+    assert rows[0]["train_activation_mb"] == 1.0
+    on_gpu = efficiency_rows({"excitor": "r4", "lora": "r2"}, {}, {}, {}, {"excitor": 2.0, "lora": 3.0},
+                             {"excitor": 10.0, "lora": 40.0}, activation_mb={"excitor": 1.0, "lora": 5.0})
+    assert on_gpu[0]["train_memory_ratio_to_lora"] == pytest.approx(0.25)
+
+
 def test_settings_from_dict():
     settings = BenchmarkSettings.from_dict({"rounds": 3, "new_tokens": 8})
 
@@ -163,6 +208,8 @@ def test_run_keeps_record_keys():
     # so each layer trains 2 * (16 + 16) + 2 * (16 + 8) = 112 parameters.
     assert result["trainable_parameters"]["lora"] == 2 * 112
     assert result["train_peak_memory_mb"] is None  # CPU
+    # Both methods keep activations for backward, LoRA in both layers and Excitor in its top one.
+    assert result["train_activation_mb"]["lora"] > result["train_activation_mb"]["excitor"] > 0
     json.dumps(result)  # the record must be valid JSON
 
 

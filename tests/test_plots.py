@@ -256,6 +256,25 @@ def test_efficiency_plot_writes_png(tmp_path):
     assert_png(out)
 
 
+def test_efficiency_plot_adds_memory_panel(tmp_path):
+    columns = EFFICIENCY_COLUMNS + ["train_memory_ratio_to_lora"]
+    with_memory = write_csv(tmp_path / "memory.csv", columns,
+                            [["excitor", "r4", 770, 0.3, 0.75, 950, 0.95, 0.37, "", 0.7],
+                             ["lora", "r2", 672, 0.4, 1.0, 1000, 1.0, 0.37, "", 1.0],
+                             ["base", "base", 0, "", "", 1000, 1.0, "", "", ""]])
+    without = write_csv(tmp_path / "speed.csv", EFFICIENCY_COLUMNS,
+                        [["excitor", "r4", 770, 0.3, 0.75, 950, 0.95, 0.37, ""],
+                         ["base", "base", 0, "", "", 1000, 1.0, "", ""]])
+
+    plot_efficiency(with_memory, tmp_path / "three.png")
+    plot_efficiency(without, tmp_path / "two.png")
+
+    # Panels are 4.5 inches wide each, so three panels make a figure 1.5 times as wide as two.
+    three_width = Image.open(tmp_path / "three.png").size[0]
+    two_width = Image.open(tmp_path / "two.png").size[0]
+    assert three_width / two_width == pytest.approx(1.5, abs=0.1)
+
+
 def test_efficiency_plot_missing_column(tmp_path):
     table = write_csv(tmp_path / "efficiency.csv", ["method", "train_step_seconds"], [["lora", 0.4]])
 
