@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import matplotlib
@@ -398,58 +399,94 @@ def ablation_lines(rows: pd.DataFrame, axis: str, metric: str) -> list[tuple[str
     return lines
 
 
-def plot_ablation_axes(table_csv: Path, out: Path) -> None:
-    """Draw each headline metric against every ablation axis that varies within a method, one panel per axis.
+@dataclass(frozen=True)
+class AblationLine:
+    """One line of an ablation panel: its legend label, its method and its settings along the axis."""
 
-    Settings that differ only in the plotted axis are joined by a line. When other axes vary too,
-    as in a factorial grid, each combination of their values gets its own line, named in the legend.
-    Metrics without such a line are left out, and a table without any gives a figure that states this.
+    label: str
+    method: str
+    rows: pd.DataFrame
+
+
+def ablation_panels(tuned: pd.DataFrame, metrics: Sequence[str]) -> dict[tuple[str, str], list[AblationLine]]:
+    """Collect the lines of every (metric, axis) panel: one per method that varies the axis.
+
+    A method whose other axes vary too (a factorial grid) gets one line per combination of their
+    values, labelled "method (axis=value, ...)". Panels without a line are left out, and axes come in
+    the order the methods first vary them.
+    """
+    axis_names = list(dict.fromkeys(axis for _, group in tuned.groupby("method", sort=False)
+                                    for axis in varying_axes(group)))
+    panels: dict[tuple[str, str], list[AblationLine]] = {}
+    for metric in metrics:
+        for axis in axis_names:
+            lines = []
+            for method, group in tuned.groupby("method", sort=False):
+                if axis not in varying_axes(group):
+                    continue
+                for name, rows in ablation_lines(group, axis, metric):
+                    lines.append(AblationLine(f"{method} ({name})" if name else method, method, rows))
+            if lines:
+                panels[(metric, axis)] = lines
+    return panels
+
+
+def plot_ablation_axes(table_csv: Path, out: Path) -> None:
+    """Draw each headline metric against every ablation axis, one panel per axis and one line per method.
+
+    A method's settings that differ only in the plotted axis are joined by a line, with its interval.
+    When a method's other axes vary too, as in a factorial grid, each combination of their values gets
+    its own line, named in the legend. Metrics and axes without a line are left out, and a table
+    without any line gives a figure that states this.
     """
     table = read_csv(table_csv, "per-setting table")
     tuned = table[~table["method"].isin(REFERENCE_RUNS)]
-    panels = [(method, axis) for method, group in tuned.groupby("method", sort=False) for axis in varying_axes(group)]
     metrics = [m for m in HEADLINE_METRICS if f"{m}_mean" in tuned and tuned[f"{m}_mean"].notna().any()]
-    lines = {(metric, method, axis): ablation_lines(tuned[tuned["method"] == method], axis, metric)
-             for metric in metrics for method, axis in panels}
-    metrics = [m for m in metrics if any(lines[(m, method, axis)] for method, axis in panels)]
-    panels = [(method, axis) for method, axis in panels if any(lines[(m, method, axis)] for m in metrics)]
-    if not metrics:
+    panels = ablation_panels(tuned, metrics)
+    metrics = [m for m in metrics if any(metric == m for metric, _ in panels)]
+    axes_shown = list(dict.fromkeys(axis for _, axis in panels))
+    if not panels:
         figure, axes = plt.subplots(figsize=(6, 2), dpi=150)
         axes.axis("off")
         axes.text(0.5, 0.5, "No method has a metric at two values of an ablation axis.", ha="center", va="center")
         save_figure(figure, out)
         return
 
-    figure, grid = plt.subplots(len(metrics), len(panels), figsize=(3.4 * len(panels) + 0.6, 2.8 * len(metrics)),
-                                dpi=150, squeeze=False)
+    figure, grid = plt.subplots(len(metrics), len(axes_shown),
+                                figsize=(3.6 * len(axes_shown) + 0.6, 2.8 * len(metrics)), dpi=150, squeeze=False)
     colors = plt.get_cmap("tab10")
     method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(tuned["method"]))}
-    for column, (method, axis) in enumerate(panels):
-        positions, categories = axis_positions(tuned.loc[tuned["method"] == method, axis])
+    markers = "osD^v"
+    for column, axis in enumerate(axes_shown):
+        varying = [m for m, group in tuned.groupby("method", sort=False) if axis in varying_axes(group)]
+        positions, categories = axis_positions(tuned.loc[tuned["method"].isin(varying), axis])
         for row_index, metric in enumerate(metrics):
             axes = grid[row_index, column]
             scale = HEADLINE_METRICS[metric][1]
-            panel_lines = lines[(metric, method, axis)]
+            panel_lines = panels.get((metric, axis), [])
             if row_index == 0:
-                axes.set_title(f"{method}: {axis[3:]}", fontsize=9)
+                axes.set_title(axis[3:], fontsize=9)
             if row_index == len(metrics) - 1:
                 axes.set_xlabel(axis[3:], fontsize=8)
             if column == 0:
                 axes.set_ylabel(SHORT_LABELS[metric], fontsize=8)
-            for line_index, (name, group) in enumerate(panel_lines):
-                color = method_colors[method] if len(panel_lines) == 1 else colors(line_index % 10)
-                axes.errorbar(positions[group.index],
-                              (scale * group[f"{metric}_mean"].astype(float)).round(PLOT_DECIMALS),
-                              yerr=interval_errors(group, metric, scale), marker="o", capsize=2, color=color,
-                              label=name or method)
             if not panel_lines:
                 axes.text(0.5, 0.5, "not measured\nat two values", ha="center", va="center", fontsize=7,
                           transform=axes.transAxes, color="grey")
                 axes.set_xticks([])
                 axes.set_yticks([])
                 continue
-            if panel_lines[0][0]:
-                axes.legend(fontsize=5, loc="best")
+            line_counts: dict[str, int] = {}
+            for line in panel_lines:
+                # A method's second and later lines (factorial grids) keep its colour with another marker.
+                index = line_counts.get(line.method, 0)
+                line_counts[line.method] = index + 1
+                axes.errorbar(positions[line.rows.index],
+                              (scale * line.rows[f"{metric}_mean"].astype(float)).round(PLOT_DECIMALS),
+                              yerr=interval_errors(line.rows, metric, scale), marker=markers[index % len(markers)],
+                              linestyle="-" if index == 0 else "--", capsize=2, color=method_colors[line.method],
+                              label=line.label)
+            axes.legend(fontsize=6, loc="best")
             if categories is not None:
                 axes.set_xticks(range(len(categories)), categories, fontsize=7)
             else:
@@ -460,7 +497,8 @@ def plot_ablation_axes(table_csv: Path, out: Path) -> None:
                 axes.xaxis.set_minor_formatter(NullFormatter())
             axes.tick_params(labelsize=7)
             axes.grid(alpha=0.3)
-    figure.suptitle("Ablation: each metric against one hyper-parameter (mean over seeds)")
+    figure.suptitle("Ablation: each metric against one hyper-parameter, one line per method "
+                    "(mean over seeds, 95 % interval)")
     figure.tight_layout()
     save_figure(figure, out)
 

@@ -12,7 +12,7 @@ from PIL import Image
 
 from excitor_bench.cli import main
 from excitor_bench.errors import UserError
-from excitor_bench.plots import (boxes_overlap, interval_errors, pareto_front, plot_ablation_axes, plot_efficiency,
+from excitor_bench.plots import (ablation_panels, boxes_overlap, interval_errors, pareto_front, plot_ablation_axes, plot_efficiency,
                                  plot_knowledge_vs_instructions, plot_score_vs_parameters, spread_labels,
                                  varying_axes)
 
@@ -203,6 +203,33 @@ def test_ablation_plot_writes_png(table_csv, tmp_path):
     plot_ablation_axes(table_csv, out)
 
     assert_png(out)
+
+
+def test_ablation_panels_share_axis_across_methods():
+    table = pd.DataFrame(TABLE_ROWS, columns=TABLE_COLUMNS).replace("", float("nan"))
+    tuned = table[~table["method"].isin(["base", "most_common_caption"])]
+
+    panels = ablation_panels(tuned, ["knowledge_retained", "caption_cider"])
+
+    # Excitor and LoRA both vary rank, so the rank panel has a line for each; only Excitor varies
+    # prompt length. The caption metric exists for one setting per method, so it has no panel.
+    assert list(panels) == [("knowledge_retained", "hp_prompt_length"), ("knowledge_retained", "hp_rank")]
+    rank_lines = panels[("knowledge_retained", "hp_rank")]
+    assert [line.method for line in rank_lines] == ["excitor", "lora"]
+    assert list(rank_lines[0].rows["setting"]) == ["r2_k8", "r4_k8"]
+    assert rank_lines[1].label == "lora"
+    assert rank_lines[0].label == "excitor (prompt_length=8)"
+
+
+def test_ablation_panels_factorial_lines_per_method():
+    rows = [["excitor", f"r{rank}_k{length}", 1, -0.01 * rank, 0.01 * length, "", "", 100 * rank, "", 0.005,
+             length, rank, ""] for rank in (2, 4) for length in (4, 8)]
+    tuned = pd.DataFrame(rows, columns=TABLE_COLUMNS).replace("", float("nan"))
+
+    panels = ablation_panels(tuned, ["knowledge_retained"])
+
+    labels = [line.label for line in panels[("knowledge_retained", "hp_rank")]]
+    assert labels == ["excitor (prompt_length=4)", "excitor (prompt_length=8)"]
 
 
 def test_ablation_plot_factorial_grid(tmp_path):
