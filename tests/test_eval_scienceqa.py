@@ -72,7 +72,10 @@ def test_problem_without_choices_is_rejected():
         ("B.", 4, 1),
         ("B. Because ducks swim.", 4, 1),
         ("(C) owl", 4, 2),
-        ("  \nA:\n", 2, 0),
+        ("  \nA.\n", 2, 0),
+        # "A:" starts an answer in question-and-answer text; it is not choice A.
+        ("A: couplets five", 4, None),
+        ("A:", 4, None),
         ("The answer is E.", 4, None),
         ("E", 4, None),
         ("C", 2, None),
@@ -118,6 +121,8 @@ def test_scores_by_group():
     assert result["accuracy"] == pytest.approx(40.0)
     assert result["n_items"] == 5
     assert result["unparsed"] == 2
+    # Three choices for p1, four for p3 and two for the rest: (1/3 + 1/2 + 1/4 + 1/2 + 1/2) / 5.
+    assert result["chance_accuracy"] == pytest.approx(100 * (1 / 3 + 1 / 2 + 1 / 4 + 1 / 2 + 1 / 2) / 5)
     assert result["counts"] == {"NAT": 2, "SOC": 2, "LAN": 1, "TXT": 2, "IMG": 2, "NO": 2, "G1-6": 3, "G7-12": 2}
     assert result["groups"] == pytest.approx({
         "NAT": 50.0, "SOC": 50.0, "LAN": 0.0, "TXT": 50.0, "IMG": 100.0, "NO": 0.0, "G1-6": 200.0 / 3, "G7-12": 0.0,

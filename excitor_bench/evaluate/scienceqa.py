@@ -40,9 +40,10 @@ CHOICE_LETTERS = string.ascii_uppercase
 # "The answer is B" or "The answer is (B)". The phrase may be in any case, but the letter must
 # be upper case, so that "the answer is a dog" is not read as choice A.
 _ANSWER_IS = re.compile(r"(?i:the answer is)\s*\(?([A-Z])\)?(?![A-Za-z])")
-# A choice letter at the start of the line: "(B)", a lone "B", or "B.", "B)" or "B:" before a
-# space or the end of the line. "A dog" and "A.M." are not read as choice A.
-_LEADING_LETTER = re.compile(r"\(([A-Z])\)|([A-Z])(?:[.:)](?=\s|$)|$)")
+# A choice letter at the start of the line: "(B)", a lone "B", or "B." or "B)" before a space or the
+# end of the line. "A dog" and "A.M." are not read as choice A, nor is "A: ...", the answer prefix of
+# question-and-answer text, which a model that ignores the choices writes.
+_LEADING_LETTER = re.compile(r"\(([A-Z])\)|([A-Z])(?:[.)](?=\s|$)|$)")
 
 
 def build_prompt(problem: Problem) -> str:
@@ -85,8 +86,9 @@ def score_scienceqa(problems: Sequence[Problem], outputs: Sequence[str]) -> dict
 
     Returns {"accuracy": percent over all problems, "n_items": int, "groups": {group: percent,
     or None when no problem is in the group}, "counts": {group: number of problems},
-    "unparsed": number of outputs without a valid choice, "per_item": [{"pid", "groups",
-    "predicted", "answer", "correct", "output"}]}. An unparsed output counts as wrong.
+    "unparsed": number of outputs without a valid choice, "chance_accuracy": the expected percent of
+    a uniform random choice, "per_item": [{"pid", "groups", "predicted", "answer", "correct",
+    "output"}]}. An unparsed output counts as wrong.
     Raises ValueError when the two sequences differ in length or are empty.
     """
     if len(problems) != len(outputs):
@@ -122,14 +124,16 @@ def score_scienceqa(problems: Sequence[Problem], outputs: Sequence[str]) -> dict
     for group in SCIENCEQA_GROUPS:
         group_accuracy[group] = 100.0 * correct_in[group] / counts[group] if counts[group] else None
     unparsed = sum(item["predicted"] is None for item in per_item)
-    log.info("ScienceQA accuracy %.2f%% on %d problems (%d outputs without a valid choice)",
-             accuracy, len(per_item), unparsed)
+    chance = 100.0 * sum(1 / len(problem.choices) for problem in problems) / len(problems)
+    log.info("ScienceQA accuracy %.2f%% on %d problems (%d outputs without a valid choice; "
+             "a random choice scores %.2f%%)", accuracy, len(per_item), unparsed, chance)
     return {
         "accuracy": accuracy,
         "n_items": len(per_item),
         "groups": group_accuracy,
         "counts": counts,
         "unparsed": unparsed,
+        "chance_accuracy": chance,
         "per_item": per_item,
     }
 
