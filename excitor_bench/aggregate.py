@@ -28,7 +28,7 @@ import numpy as np
 import pandas as pd
 
 from excitor_bench.errors import UserError
-from excitor_bench.stats import bootstrap_interval, paired_difference
+from excitor_bench.stats import PERMUTATION_TEST, bootstrap_interval, paired_difference
 from excitor_bench.tables import write_latex_table, write_markdown_table
 
 log = logging.getLogger(__name__)
@@ -66,10 +66,14 @@ TASKS = ("text", "visual")
 PAIRED_WITH_BASE = {"knowledge_retained": "mmlu_accuracy", "instruction_gain": "instruction_exact_match"}
 COMPARISON_COLUMNS = (
     "metric", "excitor_setting", "baseline", "baseline_setting", "excitor_mean", "baseline_mean",
-    "difference", "ci_low", "ci_high", "p_value", "p_value_bootstrap", "n_items", "n_seeds_excitor",
+    "difference", "ci_low", "ci_high", "p_value", "p_value_sign_flip", "n_items", "n_seeds_excitor",
     "n_seeds_baseline", "test",
 )
-FLOAT_FORMAT = "%.6g"
+# Twelve significant digits keep parameter counts and byte sizes exact up to 10^12, which a float
+# column (one with empty cells) would otherwise round.
+FLOAT_FORMAT = "%.12g"
+COMPARISON_TESTS = ("p_value: two-sided, from the two-way bootstrap over seeds and items; "
+                    f"p_value_sign_flip: two-sided {PERMUTATION_TEST}")
 
 RowKey = tuple[str, str, Any]
 """(method, setting, seed) of a runs.csv row. The seed is None for the reference rows."""
@@ -477,12 +481,13 @@ def build_comparisons(matrices: Mapping[SettingKey, Mapping[str, ScoreMatrix]],
                 "difference": result["difference"],
                 "ci_low": result["low"],
                 "ci_high": result["high"],
-                "p_value": result["p_value"],
-                "p_value_bootstrap": result["p_value_bootstrap"],
+                # The plain name goes to the p-value that counts the variation between seeds too.
+                "p_value": result["p_value_bootstrap"],
+                "p_value_sign_flip": result["p_value"],
                 "n_items": result["n_items"],
                 "n_seeds_excitor": result["n_seeds_a"],
                 "n_seeds_baseline": result["n_seeds_b"],
-                "test": result["test"],
+                "test": COMPARISON_TESTS,
             })
     return pd.DataFrame(rows, columns=list(COMPARISON_COLUMNS))
 

@@ -405,6 +405,7 @@ def test_comparison_of_identical_runs_has_p_one(tmp_path):
     assert row["ci_low"] == 0
     assert row["ci_high"] == 0
     assert row["p_value"] == 1
+    assert row["p_value_sign_flip"] == 1
     assert row["n_items"] == 3
     assert row["excitor_mean"] == pytest.approx(2 / 3)
 
@@ -421,7 +422,7 @@ def test_comparison_columns_and_order(tmp_path):
 
     assert list(comparisons.columns) == [
         "metric", "excitor_setting", "baseline", "baseline_setting", "excitor_mean", "baseline_mean",
-        "difference", "ci_low", "ci_high", "p_value", "p_value_bootstrap", "n_items", "n_seeds_excitor",
+        "difference", "ci_low", "ci_high", "p_value", "p_value_sign_flip", "n_items", "n_seeds_excitor",
         "n_seeds_baseline", "test",
     ]
     assert list(comparisons["metric"]) == ["mmlu_accuracy"] * 3 + ["instruction_exact_match"] * 3
@@ -433,9 +434,10 @@ def test_comparison_columns_and_order(tmp_path):
     assert mmlu_lora["n_seeds_baseline"] == 1
     # All four item differences are +1: only the all-plus and all-minus sign patterns reach
     # |sum| = 4, so p = 2 / 16 = 0.125 up to the Monte Carlo error of 10000 permutations.
-    assert mmlu_lora["p_value"] == pytest.approx(0.125, abs=0.012)
+    assert mmlu_lora["p_value_sign_flip"] == pytest.approx(0.125, abs=0.012)
     # Every replicate difference is 1, so none lies at or below 0: p = 2 / (2000 resamples + 1).
-    assert mmlu_lora["p_value_bootstrap"] == pytest.approx(2 / 2001)
+    assert mmlu_lora["p_value"] == pytest.approx(2 / 2001)
+    assert "bootstrap" in mmlu_lora["test"]
     assert "sign flip" in mmlu_lora["test"]
 
 
@@ -508,3 +510,17 @@ def test_provenance_table_lists_each_run(tmp_path):
     assert table.loc[0, "git_commit"] == "abc"
     assert table.loc[0, "package_torch"] == "2.13.0"
     assert table.loc[0, "input_train_data"] == "f" * 12
+
+
+def test_large_counts_are_written_exactly(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0])
+    files += item_run(tmp_path, "full", "default", 0, [1, 0], [1, 0],
+                      figures={**FIGURES, "trainable_parameters": 1000576, "adapter_bytes": 4007364})
+
+    out, _ = run_aggregate(tmp_path, files)
+
+    # The base row leaves these cells empty, so pandas holds them as floats; six significant digits
+    # would write 1.00058e+06.
+    runs = (out / "runs.csv").read_text()
+    assert ",1000576," in runs
+    assert ",4007364," in runs
