@@ -222,7 +222,7 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
 
     axes.set_xlabel("instruction following: exact match on held-out instructions (%)")
     axes.set_ylabel("knowledge retained: MMLU change from the base model (points)")
-    axes.set_title("What tuning gained against what it cost (mean over seeds)")
+    axes.set_title("What tuning gained against what it cost (mean and standard deviation over seeds)")
     axes.legend(fontsize=8, loc="best")
     axes.grid(alpha=0.3)
     axes.margins(0.15)
