@@ -137,6 +137,20 @@ def annotate_without_overlap(axes, xs: Sequence[float], ys: Sequence[float], tex
                                                           "shrinkA": 0, "shrinkB": 2})
 
 
+# The methods in the order of baselines.METHODS, which is not imported here because it loads torch.
+COLOR_ORDER = ("excitor", "lora", "prefix", "llama_adapter", "full")
+
+
+def method_color(method: str):
+    """Return a method's colour, the same in every plot: tab10 by the method's place in COLOR_ORDER.
+
+    The base model, the caption floor and any other row get grey.
+    """
+    if method in COLOR_ORDER:
+        return plt.get_cmap("tab10")(COLOR_ORDER.index(method))
+    return "dimgrey"
+
+
 def read_csv(path: Path, description: str) -> pd.DataFrame:
     try:
         return pd.read_csv(path)
@@ -202,9 +216,8 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
     figure, axes = plt.subplots(figsize=(9.3, 5), dpi=150)
     axes.axhline(0.0, color="grey", linewidth=0.8, linestyle="--", label="base model's MMLU")
 
-    colors = plt.get_cmap("tab10")
     labelled: list[tuple[float, float, str]] = []
-    for index, (method, group) in enumerate(table.groupby("method", sort=False)):
+    for method, group in table.groupby("method", sort=False):
         group = group[group["instruction_exact_match_mean"].notna() & group["knowledge_retained_mean"].notna()]
         if group.empty:
             continue
@@ -216,7 +229,7 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
         # A setting run with one seed has no spread, so it gets no error bar.
         axes.errorbar(x, y, xerr=100 * group["instruction_exact_match_std"].astype(float).fillna(0.0),
                       yerr=100 * group["knowledge_retained_std"].astype(float).fillna(0.0),
-                      fmt="o", color=colors(index % 10), label=method, capsize=2, alpha=0.85)
+                      fmt="o", color=method_color(method), label=method, capsize=2, alpha=0.85)
         labelled.extend((x_value, y_value, str(numbers[(method, setting)]))
                         for x_value, y_value, setting in zip(x, y, group["setting"]))
 
@@ -247,9 +260,7 @@ def plot_visual_scores(table_csv: Path, out: Path) -> None:
     rows = table[(table["method"] != MOST_COMMON_CAPTION) & table["caption_cider_mean"].notna()]
     labels = [method if setting == method else f"{method}\n{setting}"
               for method, setting in zip(rows["method"], rows["setting"])]
-    colors = plt.get_cmap("tab10")
-    method_index = {method: index for index, method in enumerate(dict.fromkeys(rows["method"]))}
-    bar_colors = [colors(method_index[method] % 10) for method in rows["method"]]
+    bar_colors = [method_color(method) for method in rows["method"]]
     positions = range(len(rows))
 
     figure, (captions, scienceqa) = plt.subplots(1, 2, figsize=(max(9.0, 1.2 * len(rows) + 3), 5.5), dpi=150)
@@ -299,8 +310,6 @@ def plot_score_vs_parameters(table_csv: Path, out: Path) -> None:
         raise UserError(f"{table_csv} has none of the metrics {list(HEADLINE_METRICS)}; aggregate evaluations first")
     tuned = table[~table["method"].isin(REFERENCE_RUNS)].reset_index(drop=True)
     numbers = setting_numbers(table)
-    colors = plt.get_cmap("tab10")
-    method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(tuned["method"]))}
 
     columns = min(2, len(metrics))
     panel_rows = math.ceil(len(metrics) / columns)
@@ -318,7 +327,7 @@ def plot_score_vs_parameters(table_csv: Path, out: Path) -> None:
             positions = [present.index.get_loc(i) for i in group.index]
             method_errors = None if errors is None else [[errors[0][p] for p in positions],
                                                          [errors[1][p] for p in positions]]
-            axes.errorbar(x[group.index], y[group.index], yerr=method_errors, fmt="o", color=method_colors[method],
+            axes.errorbar(x[group.index], y[group.index], yerr=method_errors, fmt="o", color=method_color(method),
                           label=method, capsize=2, alpha=0.9, zorder=3)
         front = pareto_front(list(zip(x, y)))
         if front:
@@ -454,8 +463,6 @@ def plot_ablation_axes(table_csv: Path, out: Path) -> None:
 
     figure, grid = plt.subplots(len(metrics), len(axes_shown),
                                 figsize=(3.6 * len(axes_shown) + 0.6, 2.8 * len(metrics)), dpi=150, squeeze=False)
-    colors = plt.get_cmap("tab10")
-    method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(tuned["method"]))}
     markers = "osD^v"
     for column, axis in enumerate(axes_shown):
         varying = [m for m, group in tuned.groupby("method", sort=False) if axis in varying_axes(group)]
@@ -484,7 +491,7 @@ def plot_ablation_axes(table_csv: Path, out: Path) -> None:
                 axes.errorbar(positions[line.rows.index],
                               (scale * line.rows[f"{metric}_mean"].astype(float)).round(PLOT_DECIMALS),
                               yerr=interval_errors(line.rows, metric, scale), marker=markers[index % len(markers)],
-                              linestyle="-" if index == 0 else "--", capsize=2, color=method_colors[line.method],
+                              linestyle="-" if index == 0 else "--", capsize=2, color=method_color(line.method),
                               label=line.label)
             axes.legend(fontsize=6, loc="best")
             if categories is not None:
@@ -515,8 +522,6 @@ def plot_efficiency(efficiency_csv: Path, out: Path) -> None:
     missing = [c for c in ("method", "train_step_ratio_to_lora", "generation_ratio_to_base") if c not in table]
     if missing:
         raise UserError(f"{efficiency_csv} has no {missing[0]} column; write it with excitor-bench benchmark --csv")
-    colors = plt.get_cmap("tab10")
-    method_colors = {method: colors(index % 10) for index, method in enumerate(dict.fromkeys(table["method"]))}
 
     panel_specs = [
         ("train_step_ratio_to_lora", "training step time / LoRA's", "ratio (median over rounds)"),
@@ -529,7 +534,7 @@ def plot_efficiency(efficiency_csv: Path, out: Path) -> None:
         rows = table[table[column].notna()]
         positions = list(range(len(rows)))
         values = rows[column].astype(float)
-        axes.bar(positions, values, color=[method_colors[m] for m in rows["method"]], alpha=0.9)
+        axes.bar(positions, values, color=[method_color(m) for m in rows["method"]], alpha=0.9)
         for x_position, value in zip(positions, values):
             axes.annotate(f"{value:.2f}", (x_position, value), xytext=(0, 2), textcoords="offset points",
                           ha="center", va="bottom", fontsize=7)

@@ -12,7 +12,7 @@ from PIL import Image
 
 from excitor_bench.cli import main
 from excitor_bench.errors import UserError
-from excitor_bench.plots import (ablation_panels, boxes_overlap, interval_errors, pareto_front, plot_ablation_axes, plot_efficiency,
+from excitor_bench.plots import (COLOR_ORDER, ablation_panels, boxes_overlap, interval_errors, pareto_front, plot_ablation_axes, plot_efficiency,
                                  plot_knowledge_vs_instructions, plot_score_vs_parameters, spread_labels,
                                  varying_axes)
 
@@ -323,3 +323,9 @@ def test_plot_command_wrong_input(table_csv, tmp_path, capsys):
 
     assert status == 2
     assert "--efficiency-csv" in capsys.readouterr().err
+
+
+def test_colour_order_lists_every_method():
+    from baselines import METHODS
+
+    assert COLOR_ORDER == tuple(METHODS)
