@@ -294,7 +294,8 @@ def collect_runs(evaluation_files: list[Path]) -> CollectedRuns:
     relative change is the knowledge retained in percent of the base row's MMLU accuracy.
     """
     by_run: dict[str, list[tuple[dict[str, Any], Path]]] = defaultdict(list)
-    for path in evaluation_files:
+    # Sorted, so that the order of the files on the command line does not change the column order.
+    for path in sorted(evaluation_files, key=str):
         evaluation = read_json(path)
         by_run[evaluation["run"]].append((evaluation, Path(path)))
     if BASE not in by_run:

@@ -524,3 +524,16 @@ def test_large_counts_are_written_exactly(tmp_path):
     runs = (out / "runs.csv").read_text()
     assert ",1000576," in runs
     assert ",4007364," in runs
+
+
+def test_file_order_does_not_change_outputs(tmp_path):
+    files = item_base(tmp_path, [1, 0, 1], [1, 0, 0])
+    files += item_run(tmp_path, "excitor", "r4", 0, [1, 1, 0], [1, 0, 1])
+    files += item_visual_run(tmp_path, "excitor", "r4", 0, {1: 40.0, 2: 60.0}, [1, 0])
+    files += item_run(tmp_path, "lora", "r4", 0, [0, 1, 0], [0, 0, 1])
+
+    forward, _ = run_aggregate(tmp_path / "forward", files)
+    backward, _ = run_aggregate(tmp_path / "backward", list(reversed(files)))
+
+    for name in ("runs.csv", "table.csv", "comparisons.csv"):
+        assert (forward / name).read_bytes() == (backward / name).read_bytes(), name
