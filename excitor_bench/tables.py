@@ -149,14 +149,16 @@ def write_markdown_table(table_csv: Path, out_md: Path, confidence: float = 0.95
 def write_latex_table(table_csv: Path, out_tex: Path, confidence: float = 0.95) -> None:
     """Write table.csv's headline metrics as a booktabs tabular with the paper row and footnotes.
 
-    The file is a fragment for \\input, and it needs \\usepackage{booktabs}. Special characters
-    of LaTeX in every cell are escaped.
+    The file is a fragment for \\input, and it needs \\usepackage{booktabs} and {graphicx}. The
+    tabular is scaled to the line width, because its eleven columns are wider than a page. Special
+    characters of LaTeX in every cell are escaped.
     """
     rows = table_rows(read_table(table_csv))
     headers = list(LEADING_HEADERS) + [column.header for column in COLUMNS]
 
     lines = [
-        "% Generated from table.csv by excitor_bench.tables; needs \\usepackage{booktabs}.",
+        "% Generated from table.csv by excitor_bench.tables; needs \\usepackage{booktabs} and \\usepackage{graphicx}.",
+        "\\resizebox{\\linewidth}{!}{%",
         "\\begin{tabular}{ll" + "r" * (len(headers) - 2) + "}",
         "\\toprule",
         _latex_line(headers),
@@ -165,7 +167,7 @@ def write_latex_table(table_csv: Path, out_tex: Path, confidence: float = 0.95) 
     lines += [_latex_line(cells) for cells in rows[:-1]]
     lines.append("\\midrule")
     lines.append(_latex_line(rows[-1]))
-    lines += ["\\bottomrule", "\\end{tabular}", ""]
+    lines += ["\\bottomrule", "\\end{tabular}%", "}", ""]
     lines += ["{\\footnotesize " + latex_escape(line) + "\\par}" for line in footnotes(confidence)]
     _write_text(out_tex, "\n".join(lines) + "\n")
     log.info("wrote a LaTeX table of %d rows to %s", len(rows), out_tex)

@@ -101,6 +101,9 @@ def test_latex_table(tmp_path):
     lines = text.splitlines()
 
     assert "\\begin{tabular}{llrrrrrrrrr}" in lines
+    # The tabular is scaled to the line width: the box opens before it and closes after it.
+    assert lines.index("\\resizebox{\\linewidth}{!}{%") < lines.index("\\begin{tabular}{llrrrrrrrrr}")
+    assert lines.index("\\end{tabular}%") + 1 == lines.index("}")
     assert lines.index("\\toprule") < lines.index("\\midrule") < lines.index("\\bottomrule")
     assert "Instruction exact match (\\%)" in text
     assert "llama\\_adapter & p10\\_l2 & 2 & 50.00 [25.00, 75.00]" in text
