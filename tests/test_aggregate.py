@@ -519,7 +519,7 @@ def test_large_counts_are_written_exactly(tmp_path):
 
     out, _ = run_aggregate(tmp_path, files)
 
-    # The base row leaves these cells empty, so pandas holds them as floats; six significant digits
+    # The base row leaves these cells empty, so pandas stores them as floats; six significant digits
     # would write 1.00058e+06.
     runs = (out / "runs.csv").read_text()
     assert ",1000576," in runs
