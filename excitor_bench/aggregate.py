@@ -36,7 +36,9 @@ log = logging.getLogger(__name__)
 BASE = "base"
 MOST_COMMON_CAPTION = "most_common_caption"
 """The row of the caption floor: the most common training caption, given for every test image."""
-REFERENCE_RUNS = (BASE, MOST_COMMON_CAPTION)
+RANDOM_CHOICE = "random_choice"
+"""The row of the ScienceQA floor: a uniform random choice, scored as its expected accuracy."""
+REFERENCE_RUNS = (BASE, MOST_COMMON_CAPTION, RANDOM_CHOICE)
 EXCITOR = "excitor"
 MMLU_CATEGORIES = ("stem", "humanities", "social_sciences", "other")
 TRAINING_FIGURES = (
@@ -321,8 +323,8 @@ def collect_runs(evaluation_files: list[Path]) -> CollectedRuns:
     runs = pd.DataFrame(list(rows.values()))
     add_base_differences(runs)
 
-    order = {BASE: 0, MOST_COMMON_CAPTION: 1}
-    runs["_order"] = runs["method"].map(lambda m: order.get(m, 2))
+    order = {BASE: 0, MOST_COMMON_CAPTION: 1, RANDOM_CHOICE: 2}
+    runs["_order"] = runs["method"].map(lambda m: order.get(m, 3))
     runs = runs.sort_values(["_order", "method", "setting", "seed"], kind="stable").drop(columns="_order")
     hyperparameters = sorted(c for c in runs.columns if c.startswith("hp_"))
     others = [c for c in runs.columns if c not in KEY_COLUMNS and c not in hyperparameters]

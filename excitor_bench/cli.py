@@ -11,6 +11,7 @@
     excitor-bench evaluate     {captions,scienceqa} --base-model PATH [--run DIR --vision-model PATH]
                                --data PATH [--images DIR] --out FILE
     excitor-bench caption-floor --data JSON --images DIR --out FILE
+    excitor-bench scienceqa-chance --data DIR --out FILE
     excitor-bench aggregate    --evaluations FILE [FILE ...] --runs-csv F --table-csv F [--plot PNG]
                                [--visual-plot PNG] [--pareto-plot PNG] [--ablation-plot PNG]
     excitor-bench plot         [--kind KIND] (--runs-csv F | --table-csv F | --efficiency-csv F) --out PNG
@@ -153,6 +154,14 @@ def command_caption_floor(args: argparse.Namespace) -> None:
     settings = parse_json_argument(args.settings) if args.settings else {}
     result = evaluate_most_common_caption(Path(args.data), Path(args.images), **settings)
     write_result({"evaluation": "captions", "run": "most_common_caption", **result}, Path(args.out))
+
+
+def command_scienceqa_chance(args: argparse.Namespace) -> None:
+    from excitor_bench.visual import evaluate_random_choice
+
+    settings = parse_json_argument(args.settings) if args.settings else {}
+    result = evaluate_random_choice(Path(args.data), **settings)
+    write_result({"evaluation": "scienceqa", "run": "random_choice", **result}, Path(args.out))
 
 
 def command_scenes(args: argparse.Namespace) -> None:
@@ -334,6 +343,12 @@ def build_parser() -> argparse.ArgumentParser:
     floor.add_argument("--settings", help="settings (JSON or file): split, limit")
     floor.add_argument("--out", required=True, help="result JSON file")
     floor.set_defaults(handler=command_caption_floor)
+
+    chance = commands.add_parser("scienceqa-chance", help="score a uniform random choice on the ScienceQA problems")
+    chance.add_argument("--data", required=True, help="ScienceQA folder (problems.json, pid_splits.json)")
+    chance.add_argument("--settings", help="settings (JSON or file): split, limit")
+    chance.add_argument("--out", required=True, help="result JSON file")
+    chance.set_defaults(handler=command_scienceqa_chance)
 
     scenes = commands.add_parser("scenes", help="generate the tiny world's scenes, captions and ScienceQA problems")
     scenes.add_argument("--settings", required=True, help="the config's visual.scenes section (JSON or file)")

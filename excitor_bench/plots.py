@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.ticker import NullFormatter  # noqa: E402
 
-from excitor_bench.aggregate import BASE, MOST_COMMON_CAPTION, REFERENCE_RUNS, summarize  # noqa: E402
+from excitor_bench.aggregate import BASE, MOST_COMMON_CAPTION, RANDOM_CHOICE, REFERENCE_RUNS, summarize  # noqa: E402
 from excitor_bench.errors import UserError  # noqa: E402
 
 log = logging.getLogger(__name__)
@@ -249,7 +249,8 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
 def plot_visual_scores(table_csv: Path, out: Path) -> None:
     """Draw CIDEr and ScienceQA accuracy per method and setting, as bars with their confidence intervals.
 
-    The caption panel marks the floor of the most common training caption. The first bar of each panel is
+    The caption panel marks the floor of the most common training caption, and the ScienceQA panel that
+    of a random choice. The first bar of each panel is
     the untuned base model, which is given the text alone. Without interval columns the bars get the
     standard deviation over seeds.
     """
@@ -257,7 +258,8 @@ def plot_visual_scores(table_csv: Path, out: Path) -> None:
     if "caption_cider_mean" not in table or "scienceqa_accuracy_mean" not in table:
         raise UserError(f"{table_csv} has no caption or ScienceQA columns; run the workflow with visual.enabled")
     floor = table[table["method"] == MOST_COMMON_CAPTION]
-    rows = table[(table["method"] != MOST_COMMON_CAPTION) & table["caption_cider_mean"].notna()]
+    chance = table[table["method"] == RANDOM_CHOICE]
+    rows = table[~table["method"].isin([MOST_COMMON_CAPTION, RANDOM_CHOICE]) & table["caption_cider_mean"].notna()]
     labels = [method if setting == method else f"{method}\n{setting}"
               for method, setting in zip(rows["method"], rows["setting"])]
     bar_colors = [method_color(method) for method in rows["method"]]
@@ -280,6 +282,10 @@ def plot_visual_scores(table_csv: Path, out: Path) -> None:
         captions.axhline(float(floor["caption_cider_mean"].iloc[0]), color="grey", linestyle="--", linewidth=1,
                          label="most common training caption")
         captions.legend(fontsize=7)
+    if len(chance):
+        scienceqa.axhline(100 * float(chance["scienceqa_accuracy_mean"].iloc[0]), color="grey", linestyle="--",
+                          linewidth=1, label="random choice")
+        scienceqa.legend(fontsize=7)
     captions.set_title("Captions of the test images (pycocoevalcap)", fontsize=10)
     scienceqa.set_title("ScienceQA test problems", fontsize=10)
     figure.suptitle("Visual instruction tuning with a frozen CLIP: mean and 95 % interval")
@@ -333,10 +339,12 @@ def plot_score_vs_parameters(table_csv: Path, out: Path) -> None:
         if front:
             axes.step([x.iloc[i] for i in front], [y.iloc[i] for i in front], where="post", color="black",
                       linewidth=1, alpha=0.6, label="Pareto front", zorder=2)
-        for reference, style in ((BASE, "--"), (MOST_COMMON_CAPTION, ":")):
+        reference_names = {BASE: "base (untuned)", MOST_COMMON_CAPTION: "most common training caption",
+                           RANDOM_CHOICE: "random choice"}
+        for reference, style in ((BASE, "--"), (MOST_COMMON_CAPTION, ":"), (RANDOM_CHOICE, ":")):
             row = table[table["method"] == reference]
             if len(row) and f"{metric}_mean" in row and pd.notna(row[f"{metric}_mean"].iloc[0]):
-                name = "base (untuned)" if reference == BASE else "most common training caption"
+                name = reference_names[reference]
                 axes.axhline(round(scale * float(row[f"{metric}_mean"].iloc[0]), PLOT_DECIMALS), color="grey",
                              linestyle=style,
                              linewidth=0.8, label=name)

@@ -269,6 +269,15 @@ def evaluate_scienceqa(model, tokenizer, processor, root: Path, *, split: str = 
     return {"split": split, **result}
 
 
+def evaluate_random_choice(root: Path, *, split: str = "test", limit: int | None = None) -> dict[str, Any]:
+    """Score the floor a ScienceQA answerer must beat: a uniform random choice, as expected per problem."""
+    from excitor_bench.evaluate.scienceqa import score_random_choice
+    from excitor_bench.vision.scienceqa import load_scienceqa
+
+    problems = load_scienceqa(Path(root), split)[:limit]
+    return {"split": split, **score_random_choice(problems)}
+
+
 def evaluate_most_common_caption(train_annotations: Path, images: Path, *, split: str = "test",
                                  limit: int | None = None) -> dict[str, Any]:
     """Score the floor a captioner must beat: the most common training caption, given for every image."""

@@ -537,3 +537,22 @@ def test_file_order_does_not_change_outputs(tmp_path):
 
     for name in ("runs.csv", "table.csv", "comparisons.csv"):
         assert (forward / name).read_bytes() == (backward / name).read_bytes(), name
+
+
+def test_random_choice_is_a_reference_row(tmp_path):
+    files = item_base(tmp_path, [1, 0], [1, 0])
+    files += item_visual_run(tmp_path, "excitor", "r4", 0, {1: 40.0, 2: 60.0}, [1, 1, 0, 1])
+    chance = [{"pid": f"p{index}", "groups": ["NAT"], "predicted": None, "answer": 0, "correct": 0.25,
+               "output": None} for index in range(4)]
+    files.append(write(tmp_path / "random_choice.json", {
+        "evaluation": "scienceqa", "run": "random_choice", "per_item": chance, "groups": {"NAT": 25.0},
+        "accuracy": 25.0}))
+
+    out, table = run_aggregate(tmp_path, files)
+
+    assert table.loc[("random_choice", "random_choice"), "scienceqa_accuracy_mean"] == pytest.approx(0.25)
+    comparisons = pd.read_csv(out / "comparisons.csv").set_index(["metric", "baseline"])
+    # Excitor is right on 3 of 4 problems, against an expected 1/4 on each: a difference of 0.5.
+    assert comparisons.loc[("scienceqa_accuracy", "random_choice"), "difference"] == pytest.approx(0.5)
+    runs = pd.read_csv(out / "runs.csv")
+    assert list(runs["method"][:2]) == ["base", "random_choice"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from excitor_bench.errors import UserError
-from excitor_bench.evaluate.scienceqa import build_prompt, build_target, parse_answer, score_scienceqa
+from excitor_bench.evaluate.scienceqa import build_prompt, build_target, parse_answer, score_random_choice, score_scienceqa
 from excitor_bench.vision.scienceqa import Problem
 
 IMAGE = Path("images/test/1/image.png")
@@ -127,6 +127,18 @@ def test_scores_by_group():
     assert result["groups"] == pytest.approx({
         "NAT": 50.0, "SOC": 50.0, "LAN": 0.0, "TXT": 50.0, "IMG": 100.0, "NO": 0.0, "G1-6": 200.0 / 3, "G7-12": 0.0,
     })
+
+
+def test_random_choice_scores_one_over_choices():
+    result = score_random_choice(GROUP_PROBLEMS)
+
+    # p1 has three choices, p3 four and the rest two, so NAT (p1, p2) expects (1/3 + 1/2) / 2.
+    assert result["accuracy"] == pytest.approx(100 * (1 / 3 + 1 / 2 + 1 / 4 + 1 / 2 + 1 / 2) / 5)
+    assert result["accuracy"] == pytest.approx(result["chance_accuracy"])
+    assert result["groups"]["NAT"] == pytest.approx(100 * (1 / 3 + 1 / 2) / 2)
+    assert result["groups"]["IMG"] == pytest.approx(100 * (1 / 3 + 1 / 4) / 2)
+    assert result["per_item"][2]["correct"] == pytest.approx(1 / 4)
+    assert result["unparsed"] == 0
 
 
 def test_per_item_records():

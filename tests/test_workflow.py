@@ -35,9 +35,10 @@ def test_table_has_every_method(finished_workflow):
     table = pd.read_csv(finished_workflow / "results" / "table.csv")
 
     # The micro config has Excitor at ranks 2 and 4, and with images at its visual defaults with the
-    # visual prompts added or as rows. Each baseline has one setting, plus the base and caption floor rows.
+    # visual prompts added or as rows. Each baseline has one setting, plus the base row and the floors
+    # of captions and ScienceQA.
     assert sorted(table["method"]) == ["base", "excitor", "excitor", "excitor", "excitor", "full", "llama_adapter",
-                                       "lora", "most_common_caption", "prefix"]
+                                       "lora", "most_common_caption", "prefix", "random_choice"]
     assert set(table.loc[table["method"] == "excitor", "hp_rank"]) == {2, 4}
     text_rows = table[~table["setting"].isin(["most_common_caption", VISUAL_EXCITOR, f"{VISUAL_EXCITOR}_vis-rows"])]
     for column in ("mmlu_accuracy_mean", "instruction_exact_match_mean", "knowledge_retained_mean"):
@@ -53,6 +54,8 @@ def test_table_has_visual_columns_for_every_method(finished_workflow):
         assert table.loc[row, "caption_cider_mean"] >= 0, row
         assert 0 <= table.loc[row, "scienceqa_accuracy_mean"] <= 1, row
     assert table.loc[("most_common_caption", "most_common_caption"), "caption_cider_mean"] >= 0
+    # Every ScienceQA problem of the scenes has 2 to 5 choices, so chance lies between 1/5 and 1/2.
+    assert 0.2 <= table.loc[("random_choice", "random_choice"), "scienceqa_accuracy_mean"] <= 0.5
     assert pd.isna(table.loc[("excitor", "r2"), "caption_cider_mean"]), "only default settings run with images"
     assert pd.isna(table.loc[("excitor", "r4"), "caption_cider_mean"]), "visual.defaults renamed Excitor's setting"
     retrieval = (finished_workflow / "results" / "clip" / "retrieval.json").read_text()
@@ -62,7 +65,8 @@ def test_table_has_visual_columns_for_every_method(finished_workflow):
 def test_runs_have_efficiency_figures(finished_workflow):
     runs = pd.read_csv(finished_workflow / "results" / "runs.csv")
     # The text runs: every tuned row with an MMLU score (visual-only settings have none).
-    tuned = runs[~runs["method"].isin(["base", "most_common_caption"]) & runs["mmlu_accuracy"].notna()]
+    references = ["base", "most_common_caption", "random_choice"]
+    tuned = runs[~runs["method"].isin(references) & runs["mmlu_accuracy"].notna()]
     visual = runs[runs["caption_cider"].notna() & (runs["method"] != "base")]
 
     assert len(tuned) == 6

@@ -96,44 +96,69 @@ def score_scienceqa(problems: Sequence[Problem], outputs: Sequence[str]) -> dict
     if not problems:
         raise ValueError("no ScienceQA problems to score")
 
-    from excitor_bench.vision.scienceqa import SCIENCEQA_GROUPS, problem_groups
+    from excitor_bench.vision.scienceqa import problem_groups
 
-    correct_in = dict.fromkeys(SCIENCEQA_GROUPS, 0)
-    counts = dict.fromkeys(SCIENCEQA_GROUPS, 0)
     per_item = []
     for problem, output in zip(problems, outputs):
         _check_choices(problem)
         predicted = parse_answer(output, len(problem.choices))
-        correct = predicted == problem.answer
-        groups = problem_groups(problem)
-        for group in groups:
-            counts[group] += 1
-            correct_in[group] += correct
         per_item.append({
             "pid": problem.pid,
-            "groups": list(groups),
+            "groups": list(problem_groups(problem)),
             "predicted": predicted,
             "answer": problem.answer,
-            "correct": int(correct),
+            "correct": int(predicted == problem.answer),
             "output": output,
         })
-
-    n_correct = sum(item["correct"] for item in per_item)
-    accuracy = 100.0 * n_correct / len(per_item)
-    group_accuracy: dict[str, float | None] = {}
-    for group in SCIENCEQA_GROUPS:
-        group_accuracy[group] = 100.0 * correct_in[group] / counts[group] if counts[group] else None
-    unparsed = sum(item["predicted"] is None for item in per_item)
-    chance = 100.0 * sum(1 / len(problem.choices) for problem in problems) / len(problems)
+    result = summarise(problems, per_item)
     log.info("ScienceQA accuracy %.2f%% on %d problems (%d outputs without a valid choice; "
-             "a random choice scores %.2f%%)", accuracy, len(per_item), unparsed, chance)
+             "a random choice scores %.2f%%)", result["accuracy"], len(per_item), result["unparsed"],
+             result["chance_accuracy"])
+    return result
+
+
+def score_random_choice(problems: Sequence[Problem]) -> dict[str, Any]:
+    """Return the expected scores of a uniform random choice, in score_scienceqa's format.
+
+    Each problem's "correct" is 1 / its number of choices, the chance of picking its answer, so
+    the accuracy is the chance accuracy. This is the floor a method must beat. "predicted" and
+    "output" are None. Raises ValueError when there are no problems.
+    """
+    if not problems:
+        raise ValueError("no ScienceQA problems to score")
+
+    from excitor_bench.vision.scienceqa import problem_groups
+
+    per_item = []
+    for problem in problems:
+        _check_choices(problem)
+        per_item.append({"pid": problem.pid, "groups": list(problem_groups(problem)), "predicted": None,
+                         "answer": problem.answer, "correct": 1 / len(problem.choices), "output": None})
+    result = {**summarise(problems, per_item), "unparsed": 0}
+    log.info("a uniform random choice scores %.2f%% on %d ScienceQA problems", result["accuracy"], len(per_item))
+    return result
+
+
+def summarise(problems: Sequence[Problem], per_item: list[dict[str, Any]]) -> dict[str, Any]:
+    """Return the accuracy overall and per group from each item's "correct" (0 to 1), with the counts."""
+    from excitor_bench.vision.scienceqa import SCIENCEQA_GROUPS
+
+    correct_in = dict.fromkeys(SCIENCEQA_GROUPS, 0.0)
+    counts = dict.fromkeys(SCIENCEQA_GROUPS, 0)
+    for item in per_item:
+        for group in item["groups"]:
+            counts[group] += 1
+            correct_in[group] += item["correct"]
+    group_accuracy: dict[str, float | None] = {
+        group: 100.0 * correct_in[group] / counts[group] if counts[group] else None for group in SCIENCEQA_GROUPS
+    }
     return {
-        "accuracy": accuracy,
+        "accuracy": 100.0 * sum(item["correct"] for item in per_item) / len(per_item),
         "n_items": len(per_item),
         "groups": group_accuracy,
         "counts": counts,
-        "unparsed": unparsed,
-        "chance_accuracy": chance,
+        "unparsed": sum(item["predicted"] is None for item in per_item),
+        "chance_accuracy": 100.0 * sum(1 / len(problem.choices) for problem in problems) / len(problems),
         "per_item": per_item,
     }
 

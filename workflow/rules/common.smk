@@ -164,4 +164,6 @@ def all_visual_evaluations():
         for evaluation in VISUAL_EVALUATIONS
     ]
     base = [f"results/visual/base/eval/{evaluation}.json" for evaluation in VISUAL_EVALUATIONS]
-    return base + ["results/visual/most_common_caption/eval/captions.json"] + runs
+    floors = ["results/visual/most_common_caption/eval/captions.json",
+              "results/visual/random_choice/eval/scienceqa.json"]
+    return base + floors + runs

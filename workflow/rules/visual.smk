@@ -97,6 +97,23 @@ rule evaluate_visual_run:
 
 
 # The floor a captioner must beat: the most common training caption, given for every test image.
+# The floor of ScienceQA: a uniform random choice, scored as its expected accuracy on each problem.
+rule scienceqa_chance:
+    input:
+        scienceqa=SCIENCEQA_PROBLEMS,
+    output:
+        "results/visual/random_choice/eval/scienceqa.json",
+    params:
+        data=lambda wildcards, input: Path(input.scienceqa).parent,
+        settings=quoted_json({k: v for k, v in config["evaluation"]["scienceqa"].items() if k in ("split", "limit")}),
+    log:
+        "results/logs/scienceqa_chance.log",
+    conda:
+        "../envs/excitor.yaml"
+    shell:
+        "excitor-bench scienceqa-chance --data {params.data} --settings {params.settings} --out {output} > {log} 2>&1"
+
+
 rule caption_floor:
     input:
         coco=VISUAL_DATA["coco"],
