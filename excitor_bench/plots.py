@@ -212,7 +212,9 @@ def plot_knowledge_vs_instructions(runs_csv: Path, out: Path) -> None:
     if "instruction_exact_match_mean" not in table or "knowledge_retained_mean" not in table:
         raise UserError(f"{runs_csv} has no instruction_exact_match or knowledge_retained column; "
                         "aggregate the MMLU and instruction evaluations first")
-    numbers = setting_numbers(table)
+    # Visual-only settings have neither metric, so they get no point and no number in the key.
+    plotted = table[table["instruction_exact_match_mean"].notna() & table["knowledge_retained_mean"].notna()]
+    numbers = setting_numbers(plotted)
     figure, axes = plt.subplots(figsize=(9.3, 5), dpi=150)
     axes.axhline(0.0, color="grey", linewidth=0.8, linestyle="--", label="base model's MMLU")
 

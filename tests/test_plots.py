@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from excitor_bench import plots
 from excitor_bench.cli import main
 from excitor_bench.errors import UserError
 from excitor_bench.plots import (COLOR_ORDER, ablation_panels, boxes_overlap, interval_errors, pareto_front, plot_ablation_axes, plot_efficiency,
@@ -264,6 +265,22 @@ def test_knowledge_plot_writes_png(tmp_path):
     plot_knowledge_vs_instructions(runs, out)
 
     assert_png(out)
+
+
+def test_knowledge_plot_key_lists_plotted_settings(tmp_path, monkeypatch):
+    runs = write_csv(tmp_path / "runs.csv", ["method", "setting", "seed", "knowledge_retained",
+                                             "instruction_exact_match", "caption_cider"],
+                     [["base", "base", "", 0.0, 0.0, 0.0],
+                      ["excitor", "r4", 0, -0.1, 0.1, ""],
+                      ["excitor", "r4_vis", 0, "", "", 90.0],
+                      ["lora", "r2", 0, -0.2, 0.3, ""]])
+    keys = []
+    monkeypatch.setattr(plots, "add_key", lambda figure, numbers: keys.append(numbers) or 0.8)
+
+    plot_knowledge_vs_instructions(runs, tmp_path / "knowledge.png")
+
+    # The visual-only setting has no point, so it is not numbered.
+    assert keys == [{("excitor", "r4"): 1, ("lora", "r2"): 2}]
 
 
 EFFICIENCY_COLUMNS = ["method", "setting", "trainable_parameters", "train_step_seconds", "train_step_ratio_to_lora",
