@@ -6,9 +6,9 @@ figure is the median over rounds. The ratios compare numbers taken side by side.
 Per method the benchmark records the seconds of one training step (forward, backward, AdamW step),
 greedy generation tokens per second with the KV cache, trainable parameters and memory. Memory is
 the peak allocated CUDA memory of a training step on a GPU. The CPU has no such counter, so there
-memory is the sum of two parts: the bytes of the parameters, their gradients and the two AdamW
-moments, computed from their sizes, and the activations that a training step's forward pass saves
-for backward, measured.
+memory is the sum of two parts. The bytes of the parameters, their gradients and the two AdamW
+moments are computed from their sizes. The activations that a training step's forward pass saves
+for backward are measured.
 
 `write_benchmark` writes the JSON record; `write_efficiency_csv` writes one row per method, plus a
 `base` row for generation, with each method's ratio to LoRA's training step and to the base model's

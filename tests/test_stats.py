@@ -370,7 +370,7 @@ def test_interval_bound_of_exact_zero_is_positive_zero():
 
 def test_bootstrap_p_value_counts_seed_variation():
     # Seed 0 of a scores 1 on every item, seeds 1 and 2 score 0, and so does every seed of b. Every item's
-    # seed-averaged difference is 1/3, so the sign-flip test sees a sure gain (p = 1 / 10001).
+    # seed-averaged difference is 1/3, so the sign-flip test gives p = 1 / 10001.
     # A bootstrap replicate draws none of seed 0 with probability (2/3)^3 = 8/27, and then the
     # difference is 0, so the bootstrap p-value is about 2 * 8/27 = 16/27.
     a = np.zeros((3, 50))

@@ -111,6 +111,7 @@ def score_scienceqa(problems: Sequence[Problem], outputs: Sequence[str]) -> dict
             "output": output,
         })
     result = summarise(problems, per_item)
+    result["unparsed"] = sum(item["predicted"] is None for item in per_item)
     log.info("ScienceQA accuracy %.2f%% on %d problems (%d outputs without a valid choice; "
              "a random choice scores %.2f%%)", result["accuracy"], len(per_item), result["unparsed"],
              result["chance_accuracy"])
@@ -120,8 +121,8 @@ def score_scienceqa(problems: Sequence[Problem], outputs: Sequence[str]) -> dict
 def score_random_choice(problems: Sequence[Problem]) -> dict[str, Any]:
     """Return the expected scores of a uniform random choice, in score_scienceqa's format.
 
-    Each problem's "correct" is 1 / its number of choices, the chance of picking its answer, so
-    the accuracy is the chance accuracy. This is the floor a method must beat. "predicted" and
+    Each problem's "correct" is 1 / its number of choices, the probability of picking the right one,
+    so the accuracy equals the chance accuracy: the floor a method must beat. "predicted" and
     "output" are None. Raises ValueError when there are no problems.
     """
     if not problems:
@@ -134,13 +135,16 @@ def score_random_choice(problems: Sequence[Problem]) -> dict[str, Any]:
         _check_choices(problem)
         per_item.append({"pid": problem.pid, "groups": list(problem_groups(problem)), "predicted": None,
                          "answer": problem.answer, "correct": 1 / len(problem.choices), "output": None})
-    result = {**summarise(problems, per_item), "unparsed": 0}
+    result = {**summarise(problems, per_item), "unparsed": 0}  # nothing was generated, so nothing to parse
     log.info("a uniform random choice scores %.2f%% on %d ScienceQA problems", result["accuracy"], len(per_item))
     return result
 
 
 def summarise(problems: Sequence[Problem], per_item: list[dict[str, Any]]) -> dict[str, Any]:
-    """Return the accuracy overall and per group from each item's "correct" (0 to 1), with the counts."""
+    """Return the accuracy overall and per group from each item's "correct" (0 to 1), with the counts.
+
+    The result has every key of score_scienceqa's but "unparsed", which only generated answers have.
+    """
     from excitor_bench.vision.scienceqa import SCIENCEQA_GROUPS
 
     correct_in = dict.fromkeys(SCIENCEQA_GROUPS, 0.0)
@@ -157,7 +161,6 @@ def summarise(problems: Sequence[Problem], per_item: list[dict[str, Any]]) -> di
         "n_items": len(per_item),
         "groups": group_accuracy,
         "counts": counts,
-        "unparsed": sum(item["predicted"] is None for item in per_item),
         "chance_accuracy": 100.0 * sum(1 / len(problem.choices) for problem in problems) / len(problems),
         "per_item": per_item,
     }
