@@ -3,7 +3,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from excitor_bench.config import ConfigFiles, load_config, validate_config
+from excitor_bench.config import ConfigFiles, load_config, merge_config, validate_config
 from excitor_bench.errors import UserError
 from excitor_bench.grid import expand_grid
 
@@ -64,6 +64,20 @@ def test_load_config_typo_names_its_file(tmp_path):
         load_config(override)
 
     assert str(error.value).startswith(f"{override}: ")
+
+
+def test_unknown_key_names_file_with_it(tmp_path):
+    # The typo is in the first override; the second sets another key of the same section.
+    typo = tmp_path / "typo.yaml"
+    typo.write_text("training: {stesp: 5}\n")
+    later = tmp_path / "later.yaml"
+    later.write_text("training: {steps: 10}\n")
+    config = merge_config(merge_config(default_config(), {"training": {"stesp": 5}}), {"training": {"steps": 10}})
+
+    with pytest.raises(UserError) as error:
+        validate_config(config, ConfigFiles([REPOSITORY / "config" / "config.yaml", typo, later]))
+
+    assert str(error.value).startswith(f"{typo}: ")
 
 
 def test_config_files_name_setting_source(tmp_path):
